@@ -1,0 +1,1 @@
+"""Prefect flows composing the videorft stages into the pipeline DAG."""

@@ -1,0 +1,1 @@
+"""Prefect tasks: each wraps one pipeline stage (videorft.stages) run through DVC."""

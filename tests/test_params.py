@@ -1,0 +1,98 @@
+"""params.yaml: validation, presets, in-place overrides that keep comments."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from videorft.errors import ConfigError
+from videorft.params import deep_merge, load_params, load_raw, update_params, to_plain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def params_file(tmp_path: Path) -> Path:
+    return Path(shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml"))
+
+
+def _keys(tree: object, prefix: str = "") -> set[str]:
+    if isinstance(tree, dict):
+        out: set[str] = set()
+        for k, v in tree.items():
+            # A list (sources) is replaced whole, so its inner keys need not match.
+            out |= _keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
+        return out
+    return {prefix.rstrip(".")}
+
+
+def test_repo_params_are_valid_and_default_is_tiny_cpu(params_file: Path) -> None:
+    params = load_params(params_file)
+    assert params.preset == "tiny-cpu"
+    assert {"tiny-cpu", "videochat-r1"} <= set(params.presets)
+    raw = to_plain(load_raw(params_file))
+    applied = deep_merge(raw, raw["presets"]["tiny-cpu"])
+    assert applied == raw, "the stage sections must equal the tiny-cpu preset applied"
+
+
+def test_presets_set_the_same_keys(params_file: Path) -> None:
+    presets = load_params(params_file).presets
+    key_sets = {name: _keys(overlay) for name, overlay in presets.items()}
+    first = next(iter(key_sets.values()))
+    for name, keys in key_sets.items():
+        assert keys == first, f"preset {name} differs: {keys ^ first}"
+
+
+def test_paper_preset_has_the_papers_numbers(params_file: Path) -> None:
+    params = update_params(params_file, preset="videochat-r1")
+    ef = params.extract_frames
+    assert (ef.fps, ef.min_frames, ef.max_frames) == (2.0, 4, 768)
+    assert ef.total_pixels == 3584 * 28 * 28 and ef.min_pixels == 16 * 28 * 28
+    assert {s.type for s in params.download.sources} >= {"charades_sta", "got10k", "nextgqa"}
+    assert params.preset == "videochat-r1"
+    # Switching back restores the default exactly.
+    update_params(params_file, preset="tiny-cpu")
+    assert to_plain(load_raw(params_file)) == to_plain(load_raw(ROOT / "params.yaml"))
+
+
+def test_override_keeps_comments_and_types(params_file: Path) -> None:
+    params = update_params(params_file, overrides=["extract_frames.fps=1", "build_dataset.seed=3"])
+    assert params.extract_frames.fps == 1.0 and params.build_dataset.seed == 3
+    text = params_file.read_text()
+    assert "# Qwen2.5-VL samples 2 frames per second" in text
+    assert "fps: 1  " in text or "fps: 1 " in text
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("extract_frames.fsp=1", "unknown parameter 'extract_frames.fsp'"),
+        ("extract_frames.fps=-1", "extract_frames.fps"),
+        ("extract_frames.backend=opencv", "extract_frames.backend"),
+        ("nothing", "must look like key.sub=value"),
+    ],
+)
+def test_bad_override_is_refused_and_nothing_written(
+    params_file: Path, override: str, message: str
+) -> None:
+    before = params_file.read_bytes()
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        update_params(params_file, overrides=[override])
+    assert params_file.read_bytes() == before
+
+
+def test_unknown_preset_and_unknown_section(params_file: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown preset 'nope'.*tiny-cpu"):
+        update_params(params_file, preset="nope")
+    params_file.write_text(params_file.read_text() + "\ntrian:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match="trian"):
+        load_params(params_file)
+
+
+def test_invalid_preset_is_reported_by_name(params_file: Path) -> None:
+    text = params_file.read_text().replace("workers: 16", "workers: 0")
+    params_file.write_text(text)
+    with pytest.raises(ConfigError, match="preset 'videochat-r1'.*workers"):
+        load_params(params_file)

@@ -1,0 +1,414 @@
+"""The synthetic source: deterministic, valid, and its ground truth matches the decoded pixels."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from videorft.errors import ConfigError, DataValidationError
+from videorft.io import read_jsonl, write_jsonl
+from videorft.params import SourceParams
+from videorft.records import OPTION_LETTERS, TASKS, validate_record
+from videorft.sources import synthetic
+from videorft.sources.synthetic import COLOURS, SHAPES
+from videorft.video.sampling import sample_indices
+
+SMALL = {"samples_per_task": {t: 2 for t in TASKS}}
+COLOUR_TOLERANCE = 70  # RGB distance after yuv420p + crf 23 round trip
+PRESENT_PIXELS = 20  # the smallest default shape has ~130 pixels
+ABSENT_PIXELS = 3
+Dataset = tuple[Path, list[dict[str, Any]]]  # raw root, parsed records
+
+
+def _config(name: str = "synth", **options: Any) -> SourceParams:
+    return SourceParams(name=name, type="synthetic", options=options)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """The default generation (8 samples per task), parsed; shared by the pixel checks."""
+    raw = tmp_path_factory.mktemp("raw")
+    config = _config()
+    synthetic.generate(config, raw / "synth")
+    return raw, list(synthetic.parse(config, raw / "synth", raw))
+
+
+def _decode(path: Path) -> tuple[list[np.ndarray], list[float]]:
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    return [f.to_ndarray(format="rgb24") for f in frames], [float(f.time) for f in frames]
+
+
+def _segment(frame: np.ndarray, colour: str) -> np.ndarray:
+    diff = frame.astype(np.int32) - np.array(COLOURS[colour], dtype=np.int32)
+    return (diff**2).sum(axis=-1) < COLOUR_TOLERANCE**2
+
+
+def _box(mask: np.ndarray) -> list[float]:
+    """Half-open normalised box of the mask's pixels (the generator's convention)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return [cols[0] / w, rows[0] / h, (cols[-1] + 1) / w, (rows[-1] + 1) / h]
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def _classify(mask: np.ndarray) -> str:
+    """Shape kind from its pixels: fill ratio of the box, and where its widest row lies."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    fill = crop.mean()
+    if fill > 0.9:
+        return "square"
+    if fill > 0.65:
+        return "circle"
+    widest = np.argmax(crop.sum(axis=1)) / (crop.shape[0] - 1)
+    return "triangle" if widest > 0.7 else "diamond"
+
+
+def _answer_text(record: dict[str, Any]) -> str:
+    return record["inputs"]["options"][OPTION_LETTERS.index(record["solution"]["answer"])]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _check_span(raw: Path, record: dict[str, Any], colour: str, span: list[float]) -> str:
+    """The colour is on screen exactly during span, give or take one frame at each edge
+    (inter-frame prediction can leave a ghost block in the frame just before or after).
+
+    Returns the shape kind seen in the middle of the span.
+    """
+    frames, times = _decode(raw / record["video"])
+    fps = record["meta"]["fps"]
+    assert len(frames) == round(record["duration"] * fps)
+    assert times == pytest.approx([i / fps for i in range(len(frames))])  # frame i at i / fps
+    start, end = span
+    edges = {round(start * fps) + d for d in (-1, 0)} | {round(end * fps) + d for d in (-1, 0)}
+    inside_frames = []
+    for frame, t in zip(frames, times, strict=True):
+        if round(t * fps) in edges:
+            continue
+        pixels = int(_segment(frame, colour).sum())
+        if start <= t < end:
+            assert pixels >= PRESENT_PIXELS, f"{record['id']}: {colour} missing at {t:.3f}s"
+            inside_frames.append(frame)
+        else:
+            assert pixels <= ABSENT_PIXELS, f"{record['id']}: {colour} visible at {t:.3f}s"
+    assert inside_frames
+    return _classify(_segment(inside_frames[len(inside_frames) // 2], colour))
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path: Path) -> None:
+    synthetic.generate(_config(**SMALL, seed=3), tmp_path / "a")
+    synthetic.generate(_config(**SMALL, seed=3), tmp_path / "b")
+    synthetic.generate(_config(**SMALL, seed=4), tmp_path / "c")
+    a, b, c = (_files(tmp_path / x) for x in "abc")
+    assert len([n for n in a if n.endswith(".mp4")]) == 8
+    assert a == b
+    assert a.keys() == c.keys()
+    assert a["annotations.jsonl"] != c["annotations.jsonl"]
+    assert all(a[n] != c[n] for n in a if n.endswith(".mp4"))
+
+
+def test_changing_one_task_count_keeps_the_other_tasks_samples(tmp_path: Path) -> None:
+    synthetic.generate(_config(**SMALL), tmp_path / "a")
+    more = {"samples_per_task": {**SMALL["samples_per_task"], "mcq": 3}}
+    synthetic.generate(_config(**more), tmp_path / "b")
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert "videos/mcq_0002.mp4" in b and "videos/mcq_0002.mp4" not in a
+    assert all(b[n] == a[n] for n in a if n.startswith("videos/tracking"))
+
+
+# --------------------------------------------------------------------------- records
+
+
+def test_records_are_valid_in_requested_counts_with_balanced_letters(dataset: Dataset) -> None:
+    raw, records = dataset
+    for record in records:
+        validate_record(record)
+        assert (raw / record["video"]).is_file()
+        assert record["duration"] == record["meta"]["n_frames"] / record["meta"]["fps"]
+        assert 4.0 <= record["duration"] <= 8.0
+    assert Counter(r["task"] for r in records) == {t: 8 for t in TASKS}
+    assert len({r["video"] for r in records}) == len(records)
+    for task in ("grounded_qa", "mcq"):
+        letters = Counter(r["solution"]["answer"] for r in records if r["task"] == task)
+        assert letters == {"A": 2, "B": 2, "C": 2, "D": 2}, (task, letters)
+    queries = {r["inputs"]["query"].replace(r["meta"]["colour"], "").replace(r["meta"]["shape"], "")
+               for r in records if r["task"] == "temporal_grounding"}
+    assert len(queries) > 1  # several templates in use
+
+
+def test_spans_lie_strictly_inside_and_last_at_least_a_second(dataset: Dataset) -> None:
+    _, records = dataset
+    for record in records:
+        if record["task"] == "temporal_grounding":
+            spans = [record["solution"]]
+        elif record["task"] == "grounded_qa":
+            spans = record["solution"]["glue"]
+        else:
+            continue
+        for start, end in spans:
+            assert start > 0 and end < record["duration"]
+            assert end - start >= 1.0
+
+
+def test_tasks_option_limits_generation(tmp_path: Path) -> None:
+    config = _config(tasks=["mcq"], samples_per_task={"mcq": 3})
+    synthetic.generate(config, tmp_path / "synth")
+    records = list(synthetic.parse(config, tmp_path / "synth", tmp_path))
+    assert [r["task"] for r in records] == ["mcq"] * 3
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"colour": "red"}, {"width": 161}, {"samples_per_task": {"bogus": 1}},
+     {"min_duration_s": 6.0, "max_duration_s": 5.0}, {"tasks": []}, {"fps": 1},
+     {"tasks": ["mcq"], "samples_per_task": {"mcq": 0}}],
+)
+def test_bad_options_raise_config_error_naming_the_source(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    with pytest.raises(ConfigError, match="'synth'"):
+        synthetic.generate(_config(**options), tmp_path / "synth")
+    assert not (tmp_path / "synth").exists()
+
+
+def test_option_defaults_are_filled_and_documented() -> None:
+    opts = synthetic.SyntheticOptions.model_validate({"samples_per_task": {"mcq": 1}})
+    assert opts.samples_per_task == {"temporal_grounding": 8, "tracking": 8,
+                                     "grounded_qa": 8, "mcq": 1}
+    assert (opts.seed, opts.width, opts.height, opts.fps, opts.crf, opts.keyint) == (
+        0, 160, 120, 8, 23, 16)
+    assert all(f.description for f in synthetic.SyntheticOptions.model_fields.values())
+
+
+def test_sample_indices_match_qwen_torch_formula() -> None:
+    """Exact for nframes=8: i * (total - 1) / 7 is never within 1/14 of a .5 tie, far beyond
+    float32 error at any length the generator allows (600 s x 60 fps)."""
+    torch = pytest.importorskip("torch")
+    for total in [*range(8, 1000), *range(1000, 36_001, 97)]:
+        expected = torch.linspace(0, total - 1, 8).round().long().tolist()
+        assert sample_indices(total, 8) == expected, total
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def test_temporal_grounding_span_matches_pixels(dataset: Dataset) -> None:
+    raw, records = dataset
+    for record in (r for r in records if r["task"] == "temporal_grounding"):
+        query = record["inputs"]["query"]
+        colour = next(c for c in COLOURS if f"{c} " in query)
+        kind = next(s for s in SHAPES if s in query)
+        assert _check_span(raw, record, colour, record["solution"]) == kind, record["id"]
+
+
+def test_grounded_qa_answer_and_glue_match_pixels(dataset: Dataset) -> None:
+    raw, records = dataset
+    types = Counter()
+    for record in (r for r in records if r["task"] == "grounded_qa"):
+        answer = _answer_text(record)
+        [span] = record["solution"]["glue"]
+        if answer in COLOURS:
+            types["colour"] += 1
+            seen = _check_span(raw, record, answer, span)
+            assert seen in record["inputs"]["question"], record["id"]
+        else:
+            types["shape"] += 1
+            colour = record["meta"]["colour"]
+            assert _check_span(raw, record, colour, span) == answer, record["id"]
+        assert len(set(record["inputs"]["options"])) == 4
+    assert types == {"colour": 4, "shape": 4}
+
+
+def test_tracking_boxes_match_pixels_at_sampled_frames(dataset: Dataset) -> None:
+    raw, records = dataset
+    exact = []
+    for record in (r for r in records if r["task"] == "tracking"):
+        assert record["nframes"] == 8
+        frames, _ = _decode(raw / record["video"])
+        colour = record["inputs"]["object"].split()[0]
+        indices = np.round(np.linspace(0, len(frames) - 1, 8)).astype(int)
+        for index, box in zip(indices, record["solution"], strict=True):
+            detected = _box(_segment(frames[index], colour))
+            assert _iou(detected, box) >= 0.8, (record["id"], int(index), detected, box)
+            exact.append(detected == pytest.approx(box, abs=1e-9))
+        assert record["solution"][0] != record["solution"][-1]  # it does move
+    # Shapes sit on the chroma grid, so decoding nearly always gives the very pixels drawn:
+    # this catches off-by-one box conventions that IoU >= 0.8 lets through.
+    assert sum(exact) >= 0.9 * len(exact), f"{sum(exact)}/{len(exact)} boxes pixel-exact"
+
+
+def test_mcq_answers_match_pixels(dataset: Dataset) -> None:
+    raw, records = dataset
+    types = Counter()
+    for record in (r for r in records if r["task"] == "mcq"):
+        frames, _ = _decode(raw / record["video"])
+        answer = _answer_text(record)
+        if answer in ("left", "right", "up", "down"):
+            types["direction"] += 1
+            colour = next(c for c in COLOURS if f" {c} " in record["inputs"]["question"])
+            (y0, x0), (y1, x1) = (np.argwhere(_segment(f, colour)).mean(axis=0)
+                                  for f in (frames[0], frames[-1]))
+            dx, dy = x1 - x0, y1 - y0
+            moved = {"left": -dx, "right": dx, "up": -dy, "down": dy}[answer]
+            side = abs(dy) if answer in ("left", "right") else abs(dx)
+            assert moved > 10 and moved > 2 * side, (record["id"], answer, dx, dy)
+        else:
+            types["count"] += 1
+            shown = sum(int(_segment(frames[len(frames) // 2], c).sum()) >= PRESENT_PIXELS
+                        for c in COLOURS)
+            assert shown == int(answer), record["id"]
+    assert types == {"direction": 4, "count": 4}
+
+
+# --------------------------------------------------------------------------- idempotence
+
+
+def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) per file: a rewrite through a temp file changes at least the inode."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def test_generate_is_idempotent_and_regenerates_on_change(tmp_path: Path) -> None:
+    folder = tmp_path / "synth"
+    synthetic.generate(_config(**SMALL), folder)
+    before, contents = _stamps(folder), _files(folder)
+    synthetic.generate(_config(**SMALL), folder)
+    assert _stamps(folder) == before
+
+    synthetic.generate(_config(**SMALL, crf=30), folder)
+    after = _files(folder)
+    assert after.keys() == contents.keys()
+    assert all(after[n] != contents[n] for n in contents if n != "annotations.jsonl")
+    assert json.loads((folder / "generator.json").read_text())["options"]["crf"] == 30
+
+
+def test_fewer_samples_remove_stale_videos(tmp_path: Path) -> None:
+    folder = tmp_path / "synth"
+    synthetic.generate(_config(**SMALL), folder)
+    (folder / "videos" / "notes.txt").write_text("not ours")
+    synthetic.generate(_config(tasks=["tracking"], samples_per_task={"tracking": 1}), folder)
+    assert sorted(p.name for p in (folder / "videos").iterdir()) == [
+        "notes.txt", "tracking_0000.mp4"]
+
+
+def test_interrupted_generation_is_redone(tmp_path: Path) -> None:
+    """No annotations (killed before the last write) or a lost video means: render again."""
+    folder = tmp_path / "synth"
+    synthetic.generate(_config(**SMALL), folder)
+    expected = _files(folder)
+    (folder / "annotations.jsonl").unlink()
+    synthetic.generate(_config(**SMALL), folder)
+    assert _files(folder) == expected
+    (folder / "videos" / "mcq_0001.mp4").unlink()
+    synthetic.generate(_config(**SMALL), folder)
+    assert _files(folder) == expected
+
+
+def test_generation_killed_midway_never_passes_for_the_old_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run with new options that dies after overwriting some videos must not leave the old
+    options' annotations looking current (they would describe the wrong pixels)."""
+    folder = tmp_path / "synth"
+    synthetic.generate(_config(**SMALL), folder)
+    expected = _files(folder)
+    real_encode, calls = synthetic._encode, []
+
+    def dying_encode(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "_encode", dying_encode)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.generate(_config(**SMALL, seed=9), folder)
+    assert not (folder / "annotations.jsonl").exists()
+    monkeypatch.setattr(synthetic, "_encode", real_encode)
+    synthetic.generate(_config(**SMALL), folder)
+    assert _files(folder) == expected
+
+
+# --------------------------------------------------------------------------- parse
+
+
+def test_parse_rebases_ids_paths_and_split(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    folder = raw / "nested" / "gen"
+    config = SourceParams(name="toy", type="synthetic", split="val", options=SMALL)
+    synthetic.generate(config, folder)
+    records = list(synthetic.parse(config, folder, raw))
+    native = [r["id"] for r in read_jsonl(folder / "annotations.jsonl")]
+    assert [r["id"] for r in records] == [f"toy/{n}" for n in native]
+    for record, name in zip(records, native, strict=True):
+        assert record["video"] == f"nested/gen/videos/{name}.mp4"
+        assert (raw / record["video"]).is_file()
+        assert record["source"] == "toy" and record["split"] == "val"
+
+
+def test_parse_rejects_tampered_annotation_naming_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "synth"
+    config = _config(**SMALL)
+    synthetic.generate(config, folder)
+    annotations = folder / "annotations.jsonl"
+    rows = list(read_jsonl(annotations))
+    target = next(r for r in rows if r["task"] == "temporal_grounding")
+    target["solution"] = [target["solution"][1], target["solution"][0]]  # end < start
+    write_jsonl(annotations, rows)
+    with pytest.raises(DataValidationError, match="ends before it starts") as info:
+        list(synthetic.parse(config, folder, tmp_path))
+    assert info.value.file == str(annotations)
+    assert info.value.record == f"synth/{target['id']}"
+    assert str(annotations) in str(info.value)
+
+
+def test_parse_on_invalid_reports_and_skips_bad_lines(tmp_path: Path) -> None:
+    folder = tmp_path / "synth"
+    config = _config(**SMALL)
+    synthetic.generate(config, folder)
+    annotations = folder / "annotations.jsonl"
+    lines = annotations.read_text().splitlines()
+    bad = json.loads(lines[0])
+    bad["solution"] = [3.0, 1.0]
+    annotations.write_text("\n".join([json.dumps(bad), "{not json", *lines[1:]]) + "\n")
+    problems: list[DataValidationError] = []
+    records = list(synthetic.parse(config, folder, tmp_path, on_invalid=problems.append))
+    assert len(records) == len(lines) - 1
+    assert f"synth/{bad['id']}" not in {r["id"] for r in records}
+    assert [p.file for p in problems] == [str(annotations)] * 2
+    assert "ends before it starts" in str(problems[0]) and "line 2" in str(problems[1])
+
+
+def test_parse_rejects_paths_escaping_the_folder_and_missing_annotations(tmp_path: Path) -> None:
+    folder = tmp_path / "synth"
+    config = _config(**SMALL)
+    with pytest.raises(DataValidationError, match=r"annotations\.jsonl"):
+        list(synthetic.parse(config, folder, tmp_path))
+    synthetic.generate(config, folder)
+    rows = list(read_jsonl(folder / "annotations.jsonl"))
+    rows[0]["video"] = "../../etc/passwd"
+    write_jsonl(folder / "annotations.jsonl", rows)
+    with pytest.raises(DataValidationError, match="escapes"):
+        list(synthetic.parse(config, folder, tmp_path))

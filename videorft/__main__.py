@@ -1,0 +1,3 @@
+from videorft.cli import app
+
+app()

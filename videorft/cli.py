@@ -1,0 +1,210 @@
+"""The `videorft` command line.
+
+Run the whole pipeline with `videorft run`; each stage alone with `videorft stage NAME` (what
+dvc.yaml calls); inspect and change parameters with `videorft params`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from videorft import __version__
+from videorft.errors import VideoRFTError
+
+app = typer.Typer(
+    name="videorft",
+    help="Reinforcement fine-tuning of video LLMs (VideoChat-R1), as a reproducible "
+    "Prefect + DVC pipeline: download -> extract_frames -> build_dataset (-> train -> "
+    "evaluate -> publish).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+params_app = typer.Typer(help="Show, document and change params.yaml.", no_args_is_help=True)
+app.add_typer(params_app, name="params")
+console = Console(stderr=True)
+
+RootOption = Annotated[
+    Path, typer.Option("--root", help="Project folder (holding dvc.yaml and params.yaml).")
+]
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=1)
+
+
+def _root(root: Path) -> Path:
+    from videorft.pipeline.dvc import find_root
+
+    return find_root(root)
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.command()
+def run(
+    preset: Annotated[
+        str | None, typer.Option(help="Apply a named preset from params.yaml first (e.g. videochat-r1).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a parameter, KEY=VALUE (repeatable), e.g. extract_frames.fps=1."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rerun every stage even if DVC says it is up to date.")] = False,
+    from_stage: Annotated[
+        str | None, typer.Option("--from", help="Rerun this stage and every stage after it.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the stage outcomes as JSON instead of a table.")
+    ] = False,
+    root: RootOption = Path("."),
+) -> None:
+    """Run the pipeline as a Prefect flow; each stage runs through DVC only if it changed.
+
+    With no options this runs the embedded default (synthetic videos, tiny-cpu preset). Preset
+    and --set edit params.yaml in place, as `dvc exp run -S` does, so the change is recorded.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    try:
+        from flows.pipeline import pipeline
+        from videorft.params import update_params
+        from videorft.pipeline.dvc import run_lock
+
+        project = _root(root)
+        with run_lock(project):
+            params = update_params(project / "params.yaml", preset=preset, overrides=set_ or [])
+            outcomes = pipeline(root=str(project), force=force, from_stage=from_stage)
+    except VideoRFTError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        json.dump(outcomes, sys.stdout, indent=2)
+        print()
+        return
+    table = Table(title=f"videorft run ({params.preset or 'custom'} params)")
+    for column in ("stage", "result", "why", "seconds"):
+        table.add_column(column)
+    for o in outcomes:
+        table.add_row(o["stage"], "ran" if o["ran"] else "skipped (up to date)",
+                      "; ".join(o["reasons"]), f"{o['seconds']:.1f}")
+    Console().print(table)
+    dataset = project / params.paths.dataset
+    print(f"dataset: {dataset}  (stats: {project / params.paths.reports / 'dataset.json'})")
+    print(f"frames:  {project / params.paths.frames}")
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="download | extract_frames | build_dataset")],
+    root: RootOption = Path("."),
+) -> None:
+    """Run one stage's work directly (dvc.yaml calls this; no DVC bookkeeping)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from videorft.params import load_params
+    from videorft.pipeline.dvc import SUMMARY_PREFIX
+    from videorft.stages import get_stage
+
+    try:
+        project = root.resolve()
+        params = load_params(project / "params.yaml")
+        summary = get_stage(name)(params, project)
+    except (VideoRFTError, KeyError) as exc:
+        _fail(exc)
+        return
+    print(SUMMARY_PREFIX + json.dumps(summary, sort_keys=True), flush=True)
+
+
+@app.command()
+def status(root: RootOption = Path(".")) -> None:
+    """Show each stage: up to date, or changed and why (which dependency or parameter)."""
+    from videorft.pipeline.dvc import stage_status
+    from videorft.stages import STAGES
+
+    try:
+        project = _root(root)
+        table = Table(title="videorft stages")
+        table.add_column("stage")
+        table.add_column("state")
+        for name in STAGES:
+            reasons = stage_status(project, name)
+            table.add_row(name, "up to date" if not reasons else "changed: " + "; ".join(reasons))
+    except VideoRFTError as exc:
+        _fail(exc)
+        return
+    Console().print(table)
+
+
+@params_app.command("describe")
+def params_describe() -> None:
+    """Every parameter with its default and meaning."""
+    from videorft.params import describe
+
+    table = Table(show_lines=False)
+    for column in ("parameter", "default", "meaning"):
+        table.add_column(column)
+    for name, default, text in describe():
+        table.add_row(name, default, text)
+    Console().print(table)
+
+
+@params_app.command("show")
+def params_show(root: RootOption = Path(".")) -> None:
+    """The effective parameters (validated) as JSON."""
+    from videorft.params import load_params
+
+    try:
+        params = load_params(_root(root) / "params.yaml")
+    except VideoRFTError as exc:
+        _fail(exc)
+        return
+    json.dump(params.model_dump(exclude={"presets"}), sys.stdout, indent=2)
+    print()
+
+
+@params_app.command("presets")
+def params_presets(root: RootOption = Path(".")) -> None:
+    """List the named presets."""
+    from videorft.params import load_params
+
+    try:
+        params = load_params(_root(root) / "params.yaml")
+    except VideoRFTError as exc:
+        _fail(exc)
+        return
+    for name in params.presets:
+        print(f"{'*' if name == params.preset else ' '} {name}")
+
+
+@params_app.command("apply")
+def params_apply(
+    preset: Annotated[str | None, typer.Argument(help="Preset to apply.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE override.")] = None,
+    root: RootOption = Path("."),
+) -> None:
+    """Write a preset and/or overrides into params.yaml (validated first; comments kept)."""
+    from videorft.params import update_params
+
+    try:
+        params = update_params(_root(root) / "params.yaml", preset=preset, overrides=set_ or [])
+    except VideoRFTError as exc:
+        _fail(exc)
+        return
+    print(f"params.yaml updated (preset: {params.preset})")

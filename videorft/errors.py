@@ -1,0 +1,44 @@
+"""Errors a user can act on: each names the file (and record or line) and the problem."""
+
+from __future__ import annotations
+
+
+class VideoRFTError(Exception):
+    """Base class for every error videorft raises on purpose."""
+
+
+class ConfigError(VideoRFTError):
+    """params.yaml (or an override) is invalid."""
+
+
+class DataValidationError(VideoRFTError):
+    """An annotation or sample record is malformed or impossible.
+
+    The message always starts with the file and, when known, the record id or line, so a user
+    can jump straight to the culprit.
+    """
+
+    def __init__(self, problem: str, *, file: str | None = None, record: str | None = None):
+        self.problem = problem
+        self.file = file
+        self.record = record
+        where = ", ".join(
+            part for part in (file, f"record {record!r}" if record is not None else None) if part
+        )
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+class UnsafePathError(DataValidationError):
+    """A path in an annotation or archive would escape its root folder."""
+
+
+class DownloadError(VideoRFTError):
+    """A dataset could not be fetched, or its checksum did not match."""
+
+
+class VideoDecodeError(VideoRFTError):
+    """A video could not be decoded (corrupt, truncated, empty, missing, unknown codec)."""
+
+
+class StageError(VideoRFTError):
+    """A pipeline stage failed as a whole (for example too many quarantined videos)."""

@@ -1,0 +1,146 @@
+"""Small file helpers shared by every stage: atomic writes, JSONL, checksums, safe paths.
+
+Every write goes to a temporary file in the destination folder and is renamed into place, so
+a killed process never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from videorft.errors import DataValidationError, UnsafePathError
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temp file beside `path`; on success fsync and rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def dumps_canonical(obj: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces): equal objects give equal bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
+    """Write rows atomically, one canonical JSON object per line; returns the row count."""
+    count = 0
+    with atomic_open(path, "w") as handle:
+        for row in rows:
+            handle.write(dumps_canonical(row) + "\n")
+            count += 1
+    return count
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield the objects of a JSONL file; a bad line raises naming the file and line number."""
+    path = Path(path)
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataValidationError(
+                    f"line {number}: not valid JSON ({exc.msg})", file=str(path)
+                ) from None
+            if not isinstance(row, dict):
+                raise DataValidationError(
+                    f"line {number}: expected a JSON object, got {type(row).__name__}",
+                    file=str(path),
+                )
+            yield row
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataValidationError("file not found", file=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(
+            f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", file=str(path)
+        ) from None
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_relative_path(rel: str, *, file: str | None = None, record: str | None = None) -> str:
+    """Validate a relative POSIX path from an annotation or archive: no absolute paths, no `..`.
+
+    Returns the normalised path. Raises UnsafePathError naming the offending value.
+    """
+    if not isinstance(rel, str) or not rel.strip():
+        raise DataValidationError(f"empty or non-string path {rel!r}", file=file, record=record)
+    if "\x00" in rel:
+        raise UnsafePathError(f"path {rel!r} contains a NUL byte", file=file, record=record)
+    posix = PurePosixPath(rel.replace("\\", "/"))
+    if posix.is_absolute() or (posix.parts and posix.parts[0].endswith(":")):
+        raise UnsafePathError(
+            f"path {rel!r} is absolute; paths must be relative to the data root",
+            file=file,
+            record=record,
+        )
+    if ".." in posix.parts:
+        raise UnsafePathError(
+            f"path {rel!r} escapes the data root (contains '..')", file=file, record=record
+        )
+    return posix.as_posix()
+
+
+def safe_join(root: str | os.PathLike, rel: str, **where: str | None) -> Path:
+    """Join a relative path under `root`, refusing anything that resolves outside it."""
+    rel = check_relative_path(rel, **where)
+    root_resolved = Path(root).resolve()
+    target = (root_resolved / rel).resolve()
+    if target != root_resolved and root_resolved not in target.parents:
+        raise UnsafePathError(
+            f"path {rel!r} resolves outside the data root {str(root_resolved)!r} (symlink?)",
+            **where,
+        )
+    return target

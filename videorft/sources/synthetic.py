@@ -1,0 +1,742 @@
+"""The ``synthetic`` source: the project's embedded default dataset, rendered instead of fetched.
+
+Why it exists: the pipeline (download -> frames -> dataset -> GRPO) must run end to end with no
+network and no licensed data, and its rewards must be checkable. So this module renders small
+H.264 videos of coloured shapes (circle, square, triangle, diamond) on a plain or gently
+textured background, and because it draws every pixel it knows the exact ground truth:
+
+* ``temporal_grounding`` - "the red circle appears": the target is visible over one span
+  strictly inside the video (at least 1 s), distractor shapes are on screen throughout;
+  solution ``[start, end]`` seconds = first visible frame / fps, (last visible frame + 1) / fps.
+* ``tracking`` - an object moves along a straight line or a quadratic Bezier curve that stays
+  inside the frame; ``nframes`` = 8 and the solution is the drawn shape's tight pixel box,
+  normalised, at the 8 frames Qwen2.5-VL samples (``round(linspace(0, total - 1, 8))``).
+* ``grounded_qa`` - "Which shape appears for a while and then disappears?" / "What colour is
+  the <shape> that ...?" with 4 options; ``glue`` is exactly the target's visible span.
+* ``mcq`` - "In which direction does the green triangle move?" (left/right/up/down) or "How
+  many shapes are in the video?" with 4 options.
+
+Frame ``i`` is shown at time ``i / fps``, so a shape drawn on frames ``a .. b-1`` is visible
+over ``[a / fps, b / fps)``. Shapes are drawn in 2x2-pixel cells at even positions, straight
+into the YUV planes, so yuv420p chroma subsampling cannot wash out their edges: what decodes is
+what the boxes say. Every sample has its own video and its own random stream
+(seeded from ``seed``, the task and the sample index), so changing one task's count leaves the
+other tasks' samples unchanged. Answer letters are balanced over the options with a seeded
+shuffle. The encoder runs single-threaded with fixed settings, so a seed gives byte-identical
+files on the same PyAV / libx264 build.
+
+``generate`` writes ``<folder>/videos/*.mp4``, ``<folder>/generator.json`` (a hash of the
+options) and, last, ``<folder>/annotations.jsonl`` (records with ids and video paths relative to
+``folder``); ``parse`` re-bases them onto the raw data root like every other source.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import av
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from videorft.errors import ConfigError, DataValidationError
+from videorft.io import (
+    atomic_write_json,
+    check_relative_path,
+    dumps_canonical,
+    read_json,
+    sha256_bytes,
+    write_jsonl,
+)
+from videorft.params import SourceParams
+from videorft.records import OPTION_LETTERS, TASKS, TRACKING_BOXES, make_record
+from videorft.sources._common import Item, OnInvalid, emit, read_text, root_relative
+from videorft.video.sampling import sample_indices
+
+# Bump when the rendering or the record layout changes, so old folders are regenerated.
+GENERATOR_VERSION = 1
+ANNOTATIONS_FILE = "annotations.jsonl"
+GENERATOR_FILE = "generator.json"
+VIDEO_DIR = "videos"
+DEFAULT_SAMPLES = 8
+N_OPTIONS = 4
+
+Task = Literal["temporal_grounding", "tracking", "grounded_qa", "mcq"]
+
+# Saturated colours far apart in RGB (pairwise distance >= 140) and from the grey backgrounds,
+# so they survive yuv420p compression and can be segmented by colour in tests.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 40),
+    "blue": (30, 70, 230),
+    "yellow": (235, 215, 30),
+    "purple": (170, 50, 210),
+    "cyan": (40, 205, 215),
+}
+SHAPES = ("circle", "square", "triangle", "diamond")
+DIRECTIONS = ("left", "right", "up", "down")
+
+_VIDEO_NAME = re.compile(r"^(" + "|".join(TASKS) + r")_\d{4,}\.mp4$")
+
+
+class SyntheticOptions(BaseModel):
+    """Generator settings (``download.sources[].options`` of a ``synthetic`` source)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, ge=0, description="Seed of everything random: same seed, same files.")
+    samples_per_task: dict[Task, int] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description=f"Samples (one video each) per task; tasks not listed get {DEFAULT_SAMPLES}.",
+    )
+    width: int = Field(160, ge=96, le=1920, description="Frame width in pixels (even).")
+    height: int = Field(120, ge=96, le=1080, description="Frame height in pixels (even).")
+    fps: int = Field(8, ge=4, le=60, description="Frames per second of the rendered videos.")
+    min_duration_s: float = Field(
+        4.0, ge=3.0, description="Shortest video (>= 3 s: margins plus a 1 s appearance)."
+    )
+    max_duration_s: float = Field(8.0, le=600.0, description="Longest video, in seconds.")
+    crf: int = Field(23, ge=0, le=51, description="libx264 constant rate factor (quality).")
+    gop: int | None = Field(
+        None, ge=1, description="Keyframe interval in frames; null: 2 seconds' worth (2 x fps)."
+    )
+    tasks: list[Task] = Field(
+        default_factory=lambda: list(TASKS), description="Tasks to generate samples for."
+    )
+
+    @field_validator("samples_per_task")
+    @classmethod
+    def _fill_counts(cls, counts: dict[str, int]) -> dict[str, int]:
+        bad = {t: n for t, n in counts.items() if n < 0}
+        if bad:
+            raise ValueError(f"sample counts must be >= 0, got {bad}")
+        return {t: counts.get(t, DEFAULT_SAMPLES) for t in TASKS}
+
+    @field_validator("tasks")
+    @classmethod
+    def _canonical_tasks(cls, tasks: list[str]) -> list[str]:
+        if not tasks:
+            raise ValueError("at least one task is needed")
+        return [t for t in TASKS if t in tasks]  # canonical order, duplicates dropped
+
+    @model_validator(mode="after")
+    def _check(self) -> SyntheticOptions:
+        if self.width % 2 or self.height % 2:
+            raise ValueError(f"width and height must be even for yuv420p, got "
+                             f"{self.width}x{self.height}")
+        if self.max_duration_s < self.min_duration_s:
+            raise ValueError(f"max_duration_s ({self.max_duration_s}) < min_duration_s "
+                             f"({self.min_duration_s})")
+        if not any(self.count(task) for task in self.tasks):
+            raise ValueError("no samples to generate: every selected task has a count of 0")
+        return self
+
+    @property
+    def keyint(self) -> int:
+        return self.gop if self.gop is not None else 2 * self.fps
+
+    def count(self, task: str) -> int:
+        return self.samples_per_task[task] if task in self.tasks else 0
+
+
+def load_options(config: SourceParams) -> SyntheticOptions:
+    """Validate ``config.options``; a typo or bad value is a ConfigError naming the source."""
+    try:
+        return SyntheticOptions.model_validate(config.options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(options)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"params.yaml: download.sources[{config.name!r}].options: {problems}"
+        ) from None
+
+
+def options_hash(options: SyntheticOptions) -> str:
+    """Fingerprint of everything that determines the output (options + generator version)."""
+    payload = {"version": GENERATOR_VERSION, "options": options.model_dump(mode="json")}
+    return sha256_bytes(dumps_canonical(payload).encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _even(value: Any) -> Any:
+    """Round to the nearest even integer (element-wise): the 2x2 chroma grid of yuv420p."""
+    return (2 * np.rint(np.asarray(value) / 2)).astype(int)
+
+
+@functools.lru_cache(maxsize=256)
+def _mask(kind: str, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Boolean ``size x size`` mask of a shape and its tight box (x0, y0, x1, y1), half-open.
+
+    Shapes are drawn in 2x2 pixel cells at even positions, so every chroma sample of yuv420p
+    is either all shape or all background: the decoded colours then cover exactly the drawn
+    pixels (no one-pixel tips or edges washed out by subsampling), and the boxes stay true.
+    """
+    if size % 2:
+        raise ValueError(f"shape size must be even, got {size}")
+    cells = size // 2
+    centres = np.arange(cells) + 0.5
+    yy, xx = np.meshgrid(centres, centres, indexing="ij")
+    h = cells / 2
+    if kind == "circle":
+        mask = (xx - h) ** 2 + (yy - h) ** 2 <= h * h
+    elif kind == "square":
+        mask = np.ones((cells, cells), dtype=bool)
+    elif kind == "triangle":  # apex at the top centre, base along the bottom row
+        mask = np.abs(xx - h) <= yy / 2
+    elif kind == "diamond":
+        mask = np.abs(xx - h) + np.abs(yy - h) <= h
+    else:
+        raise ValueError(f"unknown shape {kind!r}")
+    mask = np.repeat(np.repeat(mask, 2, axis=0), 2, axis=1)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    mask.setflags(write=False)
+    return mask, (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+@dataclass
+class _Sprite:
+    """One shape: per-frame top-left position and visibility."""
+
+    kind: str
+    colour: str
+    size: int
+    xs: np.ndarray
+    ys: np.ndarray
+    visible: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour} {self.kind}"
+
+    def box(self, frame: int, width: int, height: int) -> list[float]:
+        """Normalised tight box of the pixels drawn on ``frame``."""
+        _, (bx0, by0, bx1, by1) = _mask(self.kind, self.size)
+        x, y = int(self.xs[frame]), int(self.ys[frame])
+        return [(x + bx0) / width, (y + by0) / height, (x + bx1) / width, (y + by1) / height]
+
+    def span(self, fps: int) -> tuple[int, int, float, float]:
+        """First visible frame, one past the last, and the same in seconds."""
+        frames = np.flatnonzero(self.visible)
+        a, b = int(frames[0]), int(frames[-1]) + 1
+        return a, b, a / fps, b / fps
+
+
+@dataclass
+class _Sample:
+    native_id: str
+    task: str
+    n_frames: int
+    background: np.ndarray
+    sprites: list[_Sprite]  # drawn in order: the target last, so it is never occluded
+    inputs: dict[str, Any]
+    solution: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# BT.601 limited range (what decoders assume for untagged SD video) : RGB -> Y, Cb, Cr.
+_RGB_TO_YUV = np.array([[65.481, 128.553, 24.966],
+                        [-37.797, -74.203, 112.0],
+                        [112.0, -93.786, -18.214]]) / 255.0
+_YUV_OFFSET = np.array([16.0, 128.0, 128.0])
+
+
+def _yuv(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(rgb @ _RGB_TO_YUV.T + _YUV_OFFSET), 0, 255).astype(np.uint8)
+
+
+def _yuv_planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full-size Y and 2x2-averaged Cb, Cr planes of an RGB image (even sides)."""
+    h, w, _ = rgb.shape
+    y = _yuv(rgb.astype(np.float64))[..., 0]
+    pooled = rgb.astype(np.float64).reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3))
+    chroma = _yuv(pooled)
+    return y, chroma[..., 1].copy(), chroma[..., 2].copy()
+
+
+def _render(sample: _Sample) -> Iterator[np.ndarray]:
+    """Frames of a sample as packed yuv420p arrays (``(h * 3 / 2, w)``, PyAV's layout).
+
+    Painting the planes directly skips an RGB -> YUV conversion per frame (the bulk of the
+    run time otherwise); shapes sit on the 2x2 chroma grid, so their chroma is exact.
+    """
+    y0, u0, v0 = _yuv_planes(sample.background)
+    h, w = y0.shape
+    colours = {name: _yuv(np.array(rgb, dtype=np.float64)) for name, rgb in COLOURS.items()}
+    for i in range(sample.n_frames):
+        y, u, v = y0.copy(), u0.copy(), v0.copy()
+        for sprite in sample.sprites:
+            if sprite.visible[i]:
+                mask, _ = _mask(sprite.kind, sprite.size)
+                cells = mask[::2, ::2]
+                x, top, size = int(sprite.xs[i]), int(sprite.ys[i]), sprite.size
+                cy, cu, cv = colours[sprite.colour]
+                y[top : top + size, x : x + size][mask] = cy
+                u[top // 2 : (top + size) // 2, x // 2 : (x + size) // 2][cells] = cu
+                v[top // 2 : (top + size) // 2, x // 2 : (x + size) // 2][cells] = cv
+        yield np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(h * 3 // 2, w)
+
+
+def _encode(path: Path, frames: Iterable[np.ndarray], options: SyntheticOptions) -> None:
+    """Packed yuv420p frames to H.264 (libx264) in a temp file beside ``path``, then renamed.
+
+    One thread, fixed preset, fixed GOP and no scene-cut keyframes: the bitstream then depends
+    only on the pixels, so equal seeds give byte-identical files.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with av.open(tmp, "w", format="mp4") as container:
+            keyint = options.keyint
+            stream = container.add_stream(
+                "libx264",
+                rate=options.fps,
+                options={
+                    "crf": str(options.crf),
+                    "preset": "veryfast",
+                    "x264-params": f"threads=1:keyint={keyint}:min-keyint={keyint}:scenecut=0",
+                },
+            )
+            stream.width, stream.height, stream.pix_fmt = options.width, options.height, "yuv420p"
+            stream.codec_context.thread_count = 1
+            stream.codec_context.gop_size = keyint
+            for i, yuv in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                frame.pts = i
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- scenes
+
+
+class _Scene:
+    """Per-sample random choices shared by the task builders."""
+
+    def __init__(self, rng: np.random.Generator, options: SyntheticOptions):
+        self.rng = rng
+        self.w, self.h, self.fps = options.width, options.height, options.fps
+        lo = int(np.ceil(options.min_duration_s * self.fps))
+        hi = max(lo, int(np.floor(options.max_duration_s * self.fps)))
+        self.n = int(rng.integers(lo, hi + 1))
+        self.background = self._background()
+
+    def _background(self) -> np.ndarray:
+        """Grey with a slight tint; half the time a faint gradient and ripple texture."""
+        rng = self.rng
+        base = rng.uniform(95, 145) + rng.uniform(-8, 8, size=3)
+        img = np.broadcast_to(base, (self.h, self.w, 3)).astype(np.float64)
+        if rng.random() < 0.5:
+            yy, xx = np.mgrid[0 : self.h, 0 : self.w]
+            angle = rng.uniform(0, 2 * np.pi)
+            ramp = (np.cos(angle) * xx / self.w + np.sin(angle) * yy / self.h) * rng.uniform(8, 20)
+            fx, fy = rng.uniform(1, 4, size=2)
+            ripple = 4 * np.sin(2 * np.pi * (fx * xx / self.w + fy * yy / self.h)
+                                + rng.uniform(0, 2 * np.pi))
+            img = img + (ramp + ripple)[..., None]
+        return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+    def size(self, lo: float = 0.14, hi: float = 0.22) -> int:
+        """An even side length: a share of the frame, but >= 7 cells so the kind is legible."""
+        m = min(self.w, self.h) / 2
+        return 2 * int(self.rng.integers(max(7, round(lo * m)), max(7, round(hi * m)) + 1))
+
+    def colours(self, k: int) -> list[str]:
+        return [str(c) for c in self.rng.choice(list(COLOURS), size=k, replace=False)]
+
+    def kinds(self, k: int, distinct: bool = False) -> list[str]:
+        return [str(s) for s in self.rng.choice(SHAPES, size=k, replace=not distinct)]
+
+    def place(self, sizes: list[int], avoid: Sequence[tuple[int, int, int, int]] = (),
+              gap: int = 4) -> list[tuple[int, int]]:
+        """Top-left corners of non-overlapping squares (rejection sampling, retried whole)."""
+        for _ in range(50):
+            taken = list(avoid)
+            spots: list[tuple[int, int]] = []
+            for s in sizes:
+                for _ in range(200):
+                    x = 2 * int(self.rng.integers(0, (self.w - s) // 2 + 1))
+                    y = 2 * int(self.rng.integers(0, (self.h - s) // 2 + 1))
+                    if all(x + s + gap <= bx0 or bx1 + gap <= x or y + s + gap <= by0
+                           or by1 + gap <= y for bx0, by0, bx1, by1 in taken):
+                        taken.append((x, y, x + s, y + s))
+                        spots.append((x, y))
+                        break
+                else:
+                    break
+            if len(spots) == len(sizes):
+                return spots
+        raise ConfigError(f"synthetic: cannot place {len(sizes)} shapes without overlap in a "
+                          f"{self.w}x{self.h} frame; use larger frames")
+
+    def static(self, kind: str, colour: str, size: int, xy: tuple[int, int],
+               visible: np.ndarray | None = None) -> _Sprite:
+        n = self.n
+        return _Sprite(kind, colour, size, np.full(n, xy[0]), np.full(n, xy[1]),
+                       np.ones(n, dtype=bool) if visible is None else visible)
+
+    def appearance(self) -> np.ndarray:
+        """Visibility over one span of >= 1 s, with >= 0.5 s of video before and after."""
+        margin, shortest = int(np.ceil(0.5 * self.fps)), self.fps
+        longest = max(shortest, min(self.n - 2 * margin, int(0.6 * self.n)))
+        length = int(self.rng.integers(shortest, longest + 1))
+        start = int(self.rng.integers(margin, self.n - margin - length + 1))
+        visible = np.zeros(self.n, dtype=bool)
+        visible[start : start + length] = True
+        return visible
+
+
+def _arrange(correct: str, wrong: list[str], position: int,
+             rng: np.random.Generator) -> tuple[list[str], str]:
+    """Options with the correct one at ``position`` (the others shuffled) and its letter."""
+    others = [wrong[i] for i in rng.permutation(len(wrong))][: N_OPTIONS - 1]
+    others.insert(position, correct)
+    return others, OPTION_LETTERS[position]
+
+
+_TG_TEMPLATES = (
+    "the {c} {s} appears",
+    "a {c} {s} is shown on screen",
+    "the {c} {s} is visible",
+    "a {c} {s} shows up and then disappears",
+)
+
+
+def _temporal_grounding(sc: _Scene, index: int, position: int | None) -> _Sample:
+    n_distractors = int(sc.rng.integers(1, 4))
+    colours = sc.colours(n_distractors + 1)
+    kinds = sc.kinds(n_distractors + 1)
+    sizes = [sc.size() for _ in colours]
+    spots = sc.place(sizes)
+    sprites = [sc.static(k, c, s, xy) for k, c, s, xy in
+               zip(kinds[1:], colours[1:], sizes[1:], spots[1:], strict=True)]
+    target = sc.static(kinds[0], colours[0], sizes[0], spots[0], sc.appearance())
+    sprites.append(target)
+    template = int(sc.rng.integers(len(_TG_TEMPLATES)))
+    a, b, start, end = target.span(sc.fps)
+    return _Sample(
+        f"temporal_grounding_{index:04d}", "temporal_grounding", sc.n, sc.background, sprites,
+        {"query": _TG_TEMPLATES[template].format(c=target.colour, s=target.kind)},
+        [start, end],
+        {"template": template, "shape": target.kind, "colour": target.colour,
+         "frames": [a, b], "distractors": [s.name for s in sprites[:-1]]},
+    )
+
+
+def _path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-frame top-left of a moving shape: a line or a quadratic Bezier inside the frame."""
+    rng, hi = sc.rng, np.array([sc.w - size, sc.h - size], dtype=np.float64)
+    for _ in range(100):
+        p0, p2 = rng.uniform(0, 1, size=2) * hi, rng.uniform(0, 1, size=2) * hi
+        if np.linalg.norm((p2 - p0) / hi) >= 0.5:  # travels a good part of the frame
+            break
+    kind = "curve" if rng.random() < 0.5 else "linear"
+    p1 = rng.uniform(0, 1, size=2) * hi if kind == "curve" else (p0 + p2) / 2
+    t = np.linspace(0.0, 1.0, sc.n)[:, None]
+    # Bezier points stay in the convex hull of the control points, hence inside the frame.
+    points = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
+    points = np.clip(_even(points), 0, hi.astype(int))
+    return points[:, 0], points[:, 1], kind
+
+
+def _tracking(sc: _Scene, index: int, position: int | None) -> _Sample:
+    n_distractors = int(sc.rng.integers(0, 3))
+    colours = sc.colours(n_distractors + 1)
+    kinds = sc.kinds(n_distractors + 1)
+    sizes = [sc.size() for _ in range(n_distractors)]
+    spots = sc.place(sizes)  # distractors may lie on the path: the target is drawn on top
+    sprites = [sc.static(k, c, s, xy) for k, c, s, xy in
+               zip(kinds[1:], colours[1:], sizes, spots, strict=True)]
+    tsize = sc.size(0.18, 0.26)
+    xs, ys, path = _path(sc, tsize)
+    target = _Sprite(kinds[0], colours[0], tsize, xs, ys, np.ones(sc.n, dtype=bool))
+    sprites.append(target)
+    indices = sample_indices(sc.n, TRACKING_BOXES)
+    return _Sample(
+        f"tracking_{index:04d}", "tracking", sc.n, sc.background, sprites,
+        {"object": target.name},
+        [target.box(i, sc.w, sc.h) for i in indices],
+        {"shape": target.kind, "colour": target.colour, "path": path,
+         "sample_indices": indices, "distractors": [s.name for s in sprites[:-1]]},
+    )
+
+
+_GQA_SHAPE_TEMPLATES = (
+    "Which shape appears for a while and then disappears?",
+    "Which shape is only visible during part of the video?",
+)
+_GQA_COLOUR_TEMPLATES = (
+    "What colour is the {s} that appears for a while and then disappears?",
+    "What colour is the {s} that is only visible during part of the video?",
+)
+
+
+def _grounded_qa(sc: _Scene, index: int, position: int | None) -> _Sample:
+    assert position is not None
+    n_distractors = int(sc.rng.integers(1, 3))
+    colours = sc.colours(n_distractors + 1)
+    kinds = sc.kinds(n_distractors + 1, distinct=True)  # the target's kind names it uniquely
+    sizes = [sc.size() for _ in colours]
+    spots = sc.place(sizes)
+    sprites = [sc.static(k, c, s, xy) for k, c, s, xy in
+               zip(kinds[1:], colours[1:], sizes[1:], spots[1:], strict=True)]
+    target = sc.static(kinds[0], colours[0], sizes[0], spots[0], sc.appearance())
+    sprites.append(target)
+    qtype = "shape" if index % 2 == 0 else "colour"
+    template = int(sc.rng.integers(2))
+    if qtype == "shape":
+        question = _GQA_SHAPE_TEMPLATES[template]
+        wrong = [k for k in SHAPES if k != target.kind]
+        options, answer = _arrange(target.kind, wrong, position, sc.rng)
+    else:
+        question = _GQA_COLOUR_TEMPLATES[template].format(s=target.kind)
+        # The colours on screen are the hard negatives; fill up with random others.
+        rest = [c for c in sc.colours(len(COLOURS)) if c not in colours]
+        wrong = (colours[1:] + rest)[: N_OPTIONS - 1]
+        options, answer = _arrange(target.colour, wrong, position, sc.rng)
+    a, b, start, end = target.span(sc.fps)
+    return _Sample(
+        f"grounded_qa_{index:04d}", "grounded_qa", sc.n, sc.background, sprites,
+        {"question": question, "options": options},
+        {"answer": answer, "glue": [[start, end]]},
+        {"question_type": qtype, "template": template, "shape": target.kind,
+         "colour": target.colour, "frames": [a, b],
+         "distractors": [s.name for s in sprites[:-1]]},
+    )
+
+
+def _direction_path(sc: _Scene, size: int, direction: str) -> tuple[np.ndarray, np.ndarray]:
+    """A straight move mostly along one axis (side drift <= 15% of the frame)."""
+    rng = sc.rng
+    along_hi = (sc.w if direction in ("left", "right") else sc.h) - size
+    across_hi = (sc.h if direction in ("left", "right") else sc.w) - size
+    travel = rng.uniform(0.45, 0.85) * along_hi
+    a0 = rng.uniform(0, along_hi - travel)
+    a1 = a0 + travel
+    if direction in ("left", "up"):
+        a0, a1 = along_hi - a0, along_hi - a1
+    drift = rng.uniform(-0.15, 0.15) * across_hi
+    c0 = rng.uniform(max(0.0, -drift), min(across_hi, across_hi - drift))
+    t = np.linspace(0.0, 1.0, sc.n)
+    along = np.clip(_even(a0 + (a1 - a0) * t), 0, along_hi)
+    across = np.clip(_even(c0 + drift * t), 0, across_hi)
+    return (along, across) if direction in ("left", "right") else (across, along)
+
+
+def _mcq(sc: _Scene, index: int, position: int | None) -> _Sample:
+    assert position is not None
+    qtype = "direction" if index % 2 == 0 else "count"
+    if qtype == "direction":
+        direction = DIRECTIONS[int(sc.rng.integers(len(DIRECTIONS)))]
+        n_distractors = int(sc.rng.integers(0, 3))
+        colours = sc.colours(n_distractors + 1)
+        kinds = sc.kinds(n_distractors + 1)
+        tsize = sc.size()
+        xs, ys = _direction_path(sc, tsize, direction)
+        swept = (int(xs.min()), int(ys.min()), int(xs.max()) + tsize, int(ys.max()) + tsize)
+        sizes = [sc.size() for _ in range(n_distractors)]
+        try:
+            spots = sc.place(sizes, avoid=[swept])
+        except ConfigError:  # no room beside the path: go without distractors
+            spots, sizes, colours, kinds = [], [], colours[:1], kinds[:1]
+        sprites = [sc.static(k, c, s, xy) for k, c, s, xy in
+                   zip(kinds[1:], colours[1:], sizes, spots, strict=True)]
+        target = _Sprite(kinds[0], colours[0], tsize, xs, ys, np.ones(sc.n, dtype=bool))
+        sprites.append(target)
+        question = f"In which direction does the {target.name} move?"
+        options, answer = _arrange(direction, [d for d in DIRECTIONS if d != direction],
+                                   position, sc.rng)
+        meta = {"question_type": qtype, "direction": direction, "shape": target.kind,
+                "colour": target.colour, "distractors": [s.name for s in sprites[:-1]]}
+    else:
+        first = int(sc.rng.integers(1, 4))  # options: four consecutive counts from `first`
+        count = first + position
+        colours = sc.colours(count)
+        kinds = sc.kinds(count)
+        sizes = [sc.size() for _ in range(count)]
+        spots = sc.place(sizes)
+        sprites = [sc.static(k, c, s, xy) for k, c, s, xy in
+                   zip(kinds, colours, sizes, spots, strict=True)]
+        question = "How many shapes are in the video?"
+        options = [str(first + k) for k in range(N_OPTIONS)]
+        answer = OPTION_LETTERS[position]
+        meta = {"question_type": qtype, "count": count, "shapes": [s.name for s in sprites]}
+    return _Sample(f"mcq_{index:04d}", "mcq", sc.n, sc.background, sprites,
+                   {"question": question, "options": options}, {"answer": answer}, meta)
+
+
+_BUILDERS = {
+    "temporal_grounding": _temporal_grounding,
+    "tracking": _tracking,
+    "grounded_qa": _grounded_qa,
+    "mcq": _mcq,
+}
+
+
+def _samples(options: SyntheticOptions) -> Iterator[_Sample]:
+    """Every sample, each from its own random stream (seed, task, index)."""
+    for t, task in enumerate(TASKS):
+        count = options.count(task)
+        if not count:
+            continue
+        # Balanced answer letters: each position count//4 or count//4 + 1 times, shuffled.
+        letters = np.random.default_rng([options.seed, t, 2])
+        positions = letters.permutation([k % N_OPTIONS for k in range(count)])
+        for index in range(count):
+            rng = np.random.default_rng([options.seed, t, 1, index])
+            sample = _BUILDERS[task](_Scene(rng, options), index, int(positions[index]))
+            sample.meta.update(seed=options.seed, index=index, n_frames=sample.n_frames,
+                               fps=options.fps)
+            yield sample
+
+
+def _record(sample: _Sample, options: SyntheticOptions) -> dict[str, Any]:
+    return make_record(
+        id=sample.native_id,
+        task=sample.task,
+        source="synthetic",
+        video=f"{VIDEO_DIR}/{sample.native_id}.mp4",
+        nframes=TRACKING_BOXES if sample.task == "tracking" else None,
+        duration=sample.n_frames / options.fps,
+        inputs=sample.inputs,
+        solution=sample.solution,
+        meta=sample.meta,
+    )
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _up_to_date(folder: Path, fingerprint: str) -> bool:
+    """True when a finished generation with the same options is already in ``folder``."""
+    annotations, marker = folder / ANNOTATIONS_FILE, folder / GENERATOR_FILE
+    if not (annotations.is_file() and marker.is_file()):
+        return False
+    try:
+        info = read_json(marker)
+    except DataValidationError:
+        return False
+    if not isinstance(info, dict) or info.get("options_hash") != fingerprint:
+        return False
+    videos = info.get("videos")
+    return isinstance(videos, list) and all(
+        isinstance(v, str) and (folder / VIDEO_DIR / v).is_file() for v in videos
+    )
+
+
+def generate(config: SourceParams, folder: Path) -> None:
+    """Render the videos and ``annotations.jsonl`` into ``folder``, unless already done.
+
+    Idempotent: with the same options (hash in ``generator.json``) and all videos present,
+    nothing is touched. Otherwise the old annotations are removed first, videos are written to
+    temp names and renamed, stale videos of ours are deleted, and the annotations are written
+    last, so a generation killed half-way is always redone.
+    """
+    options = load_options(config)
+    folder = Path(folder)
+    fingerprint = options_hash(options)
+    if _up_to_date(folder, fingerprint):
+        return
+    video_dir = folder / VIDEO_DIR
+    (folder / ANNOTATIONS_FILE).unlink(missing_ok=True)
+    (folder / GENERATOR_FILE).unlink(missing_ok=True)
+    video_dir.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    for sample in _samples(options):
+        _encode(video_dir / f"{sample.native_id}.mp4", _render(sample), options)
+        records.append(_record(sample, options))
+    names = {PurePosixPath(r["video"]).name for r in records}
+    for path in video_dir.iterdir():
+        stale_video = _VIDEO_NAME.match(path.name) and path.name not in names
+        leftover = path.name.startswith(".") and path.name.endswith(".tmp")
+        if stale_video or leftover:
+            path.unlink(missing_ok=True)
+    atomic_write_json(folder / GENERATOR_FILE, {
+        "generator": "videorft.sources.synthetic",
+        "version": GENERATOR_VERSION,
+        "options_hash": fingerprint,
+        "options": options.model_dump(mode="json"),
+        "pyav": av.__version__,
+        "videos": sorted(names),
+    })
+    write_jsonl(folder / ANNOTATIONS_FILE, records)
+
+
+def _rebase(row: dict[str, Any], config: SourceParams, prefix: str, file: str) -> dict[str, Any]:
+    """Prefix id and paths so they are unique and relative to the raw data root."""
+    row = dict(row)
+    native = row.get("id")
+    if isinstance(native, str) and native.strip():
+        row["id"] = f"{config.name}/{native}"
+    row["source"] = config.name
+    where = {"file": file, "record": row["id"] if isinstance(native, str) else None}
+
+    def under(rel: Any) -> Any:
+        if not isinstance(rel, str):
+            return rel  # left for validate_record to reject
+        return PurePosixPath(prefix, check_relative_path(rel, **where)).as_posix()
+
+    row["video"] = under(row.get("video"))
+    if isinstance(row.get("frames"), list):
+        row["frames"] = [under(f) for f in row["frames"]]
+    if config.split is not None:
+        row["split"] = config.split
+    return row
+
+
+def _items(config: SourceParams, annotations: Path, prefix: str) -> Iterator[Item]:
+    """One item per annotation line: the re-based record, or the error that line raises."""
+    file = str(annotations)
+    for number, line in enumerate(read_text(annotations).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield DataValidationError(f"line {number}: not valid JSON ({exc.msg})", file=file), file
+            continue
+        if not isinstance(row, dict):
+            yield DataValidationError(f"line {number}: expected a JSON object", file=file), file
+            continue
+        try:
+            yield _rebase(row, config, prefix, file), file
+        except DataValidationError as exc:
+            yield exc, file
+
+
+def parse(
+    config: SourceParams,
+    folder: Path,
+    raw_root: Path,
+    *,
+    duration_tolerance: float = 0.0,
+    on_invalid: OnInvalid | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield the generated records with ids ``<name>/<native id>`` and root-relative paths.
+
+    Every record is validated (ids too, for duplicates); a malformed one raises
+    DataValidationError naming ``annotations.jsonl`` and the record id, or goes to
+    ``on_invalid`` and is skipped, as with every other source.
+    """
+    annotations = Path(folder) / ANNOTATIONS_FILE
+    if not annotations.is_file():
+        raise DataValidationError("not found (the synthetic source writes it in generate())",
+                                  file=str(annotations))
+    prefix = root_relative(folder, raw_root)
+    return emit(_items(config, annotations, prefix), empty_file=str(annotations),
+                duration_tolerance=duration_tolerance, on_invalid=on_invalid)

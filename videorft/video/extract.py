@@ -1,0 +1,594 @@
+"""The frame store: every video sampled once, Qwen-style, and kept as uint8 arrays.
+
+Training reads frames from here instead of decoding videos in the data loader, so each
+video's sampled frames exist exactly once and are the same in every epoch and on every rank.
+
+Layout under ``store_dir``::
+
+    items/<key>.npy     uint8 [T, H, W, 3]: the sampled frames, already resized
+    items/<key>.json    the item's meta (see ``_video_meta``); names its .npy, size and sha256
+    manifest.json       {"sampling": ..., "backend": ..., "items": {key: meta}} (sorted)
+    quarantine.json     [{key, video, frames, reason, record_ids}] (sorted by key)
+
+An item is done iff its .json exists, names its .npy, and the .npy has the recorded size
+(and, with ``verify=True``, the recorded sha256); the source file must also still have the
+size it had. Writes are .npy first, then .json, each to a temp file renamed into place, so a
+killed run never leaves a half item that counts as done, and a re-run redoes only what is
+missing. Nothing in the files depends on time, machine or run order, so an interrupted run
+plus a re-run gives the same bytes as one clean run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fnmatch
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import re
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from concurrent.futures import as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pebble import ProcessExpired, ProcessPool
+from tqdm import tqdm
+
+from videorft.errors import DataValidationError, StageError, VideoDecodeError
+from videorft.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    dumps_canonical,
+    read_json,
+    safe_join,
+    sha256_bytes,
+    sha256_file,
+)
+from videorft.video.decode import (
+    ShortVideoError,
+    image_size,
+    probe,
+    read_frames_decord,
+    read_frames_pyav,
+    read_image_frames,
+)
+from videorft.video.sampling import SamplingConfig, SamplingError, plan_sampling, plan_sequence
+
+if TYPE_CHECKING:
+    from videorft.params import ExtractFramesParams
+
+ITEMS_DIR = "items"
+MANIFEST = "manifest.json"
+QUARANTINE = "quarantine.json"
+IMAGES_BACKEND = "images"  # frame sequences are read with PIL whatever the video backend
+MAX_REASONS_IN_ERROR = 5
+# Test hook, read by workers: "hang=<glob>;crash=<glob>;sleep=<seconds>" (globs match keys).
+TEST_HOOK_ENV = "VIDEORFT_EXTRACT_TEST_HOOK"
+_STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class ExtractionItem:
+    """One video (or frame sequence) to sample, shared by every record that uses it."""
+
+    key: str
+    video: str | None
+    frames: tuple[str, ...] | None
+    frame_times: tuple[float, ...] | None
+    nframes: int | None
+    record_ids: tuple[str, ...]
+
+    @property
+    def source(self) -> str:
+        """How to name the item in messages: its video, or its frame folder."""
+        if self.video is not None:
+            return self.video
+        assert self.frames
+        return f"{PurePosixPath(self.frames[0]).parent}/ ({len(self.frames)} frames)"
+
+
+@dataclass
+class ExtractionReport:
+    total: int
+    extracted: int
+    reused: int
+    quarantined: int
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "extracted": self.extracted,
+            "reused": self.reused,
+            "quarantined": self.quarantined,
+            "quarantine": self.quarantine,
+        }
+
+
+# --------------------------------------------------------------------------- keys and items
+
+
+def _stem(record: dict[str, Any]) -> str:
+    if record.get("video") is not None:
+        name = PurePosixPath(str(record["video"])).stem
+    else:
+        name = PurePosixPath(str(record["frames"][0])).parent.name
+    return _STEM_UNSAFE.sub("_", name).strip("._-")[:48] or "item"
+
+
+def _key_payload(record: dict[str, Any], cfg: SamplingConfig) -> dict[str, Any]:
+    frames = record.get("frames")
+    times = record.get("frame_times") if frames is not None else None
+    return {
+        "video": record.get("video"),
+        "frames": list(frames) if frames is not None else None,
+        "frame_times": [float(t) for t in times] if times is not None else None,
+        "nframes": record.get("nframes"),
+        "sampling": cfg.as_dict(),
+    }
+
+
+def frame_key(record: dict[str, Any], cfg: SamplingConfig) -> str:
+    """``<readable stem>-<12 hex>``: the same video and sampling always give the same key."""
+    if (record.get("video") is None) == (record.get("frames") is None):
+        raise DataValidationError(
+            "exactly one of 'video' and 'frames' must be set", record=str(record.get("id"))
+        )
+    if record.get("frames") is not None and not record["frames"]:
+        raise DataValidationError("frames is empty", record=str(record.get("id")))
+    digest = hashlib.sha1(dumps_canonical(_key_payload(record, cfg)).encode("utf-8"))
+    return f"{_stem(record)}-{digest.hexdigest()[:12]}"
+
+
+def items_from_records(
+    records: Iterable[dict[str, Any]], cfg: SamplingConfig
+) -> list[ExtractionItem]:
+    """One item per distinct (video or sequence, sampling), listing its records; sorted by key."""
+    firsts: dict[str, dict[str, Any]] = {}
+    ids: dict[str, list[str]] = {}
+    for record in records:
+        key = frame_key(record, cfg)
+        firsts.setdefault(key, record)
+        ids.setdefault(key, []).append(str(record.get("id")))
+    items = []
+    for key in sorted(firsts):
+        record = firsts[key]
+        frames = record.get("frames")
+        times = record.get("frame_times") if frames is not None else None
+        if frames is not None and (times is None or len(times) != len(frames)):
+            raise DataValidationError(
+                "frame_times must give one time per listed frame", record=str(record.get("id"))
+            )
+        items.append(
+            ExtractionItem(
+                key=key,
+                video=record.get("video"),
+                frames=tuple(frames) if frames is not None else None,
+                frame_times=tuple(float(t) for t in times) if times is not None else None,
+                nframes=record.get("nframes"),
+                record_ids=tuple(sorted(ids[key])),
+            )
+        )
+    return items
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _worker_init() -> None:
+    """Die with the parent: a killed stage must not leave decoders running (Linux only)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _test_hook(key: str) -> None:
+    """Simulate hung, crashing or slow decoders in tests (see TEST_HOOK_ENV)."""
+    spec = os.environ.get(TEST_HOOK_ENV)
+    if not spec:
+        return
+    for part in spec.split(";"):
+        action, _, arg = part.partition("=")
+        if action == "hang" and fnmatch.fnmatchcase(key, arg):
+            time.sleep(1e6)
+        elif action == "crash" and fnmatch.fnmatchcase(key, arg):
+            os._exit(3)
+        elif action == "sleep":
+            time.sleep(float(arg))
+
+
+def _npy_bytes(frames: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(frames, dtype=np.uint8), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _read_video(path: Path, indices: list[int], size: tuple[int, int], backend: str) -> np.ndarray:
+    if backend == "decord":
+        return read_frames_decord(path, indices, size)
+    return read_frames_pyav(path, indices, size)
+
+
+def _video_meta(item: ExtractionItem, path: Path, cfg: SamplingConfig, backend: str
+                ) -> tuple[dict[str, Any], np.ndarray]:
+    info = probe(path)
+    total = info.total_frames
+    plan = plan_sampling(total, info.fps, info.height, info.width, cfg, item.nframes)
+    size = (plan.height, plan.width)
+    try:
+        frames = _read_video(path, plan.indices, size, backend)
+    except ShortVideoError as exc:
+        # Containers without a frame count give duration * fps, which can be a frame or
+        # two over; re-plan with the real count. A file really missing frames stays bad.
+        if info.frames_exact or exc.available < 1 or exc.available < 0.9 * total:
+            raise
+        total = exc.available
+        plan = plan_sampling(total, info.fps, info.height, info.width, cfg, item.nframes)
+        size = (plan.height, plan.width)
+        frames = _read_video(path, plan.indices, size, backend)
+    meta = {
+        "video": item.video,
+        "frames": None,
+        "requested_nframes": item.nframes,
+        "nframes": len(plan.indices),
+        "indices": plan.indices,
+        "timestamps": plan.timestamps,
+        "sample_fps": plan.sample_fps,
+        "video_fps": info.fps,
+        "duration": info.duration,
+        "total_frames": total,
+        "codec": info.codec,
+        "orig_height": info.height,
+        "orig_width": info.width,
+        "height": plan.height,
+        "width": plan.width,
+        "backend": backend,
+        "source_bytes": path.stat().st_size,
+        "source_sha256": sha256_file(path),
+    }
+    return meta, frames
+
+
+def _sequence_meta(item: ExtractionItem, paths: list[Path], cfg: SamplingConfig
+                   ) -> tuple[dict[str, Any], np.ndarray]:
+    assert item.frame_times is not None
+    height, width = image_size(paths[0])
+    plan = plan_sequence(item.frame_times, height, width, cfg)
+    frames = read_image_frames([paths[i] for i in plan.indices], (plan.height, plan.width))
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(sha256_file(p).encode("ascii"))
+    times = list(item.frame_times)
+    spacing = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
+    meta = {
+        "video": None,
+        "frames": list(item.frames or ()),
+        "requested_nframes": item.nframes,
+        "nframes": len(plan.indices),
+        "indices": plan.indices,
+        "timestamps": plan.timestamps,
+        "sample_fps": plan.sample_fps,
+        "video_fps": plan.sample_fps,
+        # From the first listed frame to one spacing past the last.
+        "duration": times[-1] - times[0] + spacing,
+        "total_frames": len(paths),
+        "codec": None,
+        "orig_height": height,
+        "orig_width": width,
+        "height": plan.height,
+        "width": plan.width,
+        "backend": IMAGES_BACKEND,
+        "source_bytes": sum(p.stat().st_size for p in paths),
+        "source_sha256": digest.hexdigest(),
+    }
+    return meta, frames
+
+
+def _relative(message: str, raw_root: str) -> str:
+    """Strip the data root from messages: reports must not depend on where the data lives."""
+    for root in sorted({str(Path(raw_root).resolve()), str(Path(raw_root).absolute())},
+                       key=len, reverse=True):
+        message = message.replace(root.rstrip("/") + "/", "")
+    return message
+
+
+def _extract_one(
+    item: ExtractionItem, raw_root: str, items_dir: str, cfg_dict: dict[str, Any], backend: str
+) -> dict[str, Any]:
+    """Worker: sample one item and write it. Returns {"meta": ...} or {"error": reason}."""
+    _test_hook(item.key)
+    cfg = SamplingConfig(**cfg_dict)
+    try:
+        if item.video is not None:
+            path = safe_join(raw_root, item.video)
+            meta, frames = _video_meta(item, path, cfg, backend)
+        else:
+            paths = [safe_join(raw_root, f) for f in item.frames or ()]
+            meta, frames = _sequence_meta(item, paths, cfg)
+    except (VideoDecodeError, SamplingError, DataValidationError) as exc:
+        return {"error": _relative(str(exc), raw_root)}
+    expected = (meta["nframes"], meta["height"], meta["width"], 3)
+    if frames.shape != expected:
+        return {"error": f"{item.source}: decoded {frames.shape}, expected {expected}"}
+    data = _npy_bytes(frames)
+    name = f"{item.key}.npy"
+    meta.update(key=item.key, file=name, npy_bytes=len(data), sha256=sha256_bytes(data))
+    out = Path(items_dir)
+    atomic_write_bytes(out / name, data)  # the .npy first: the .json marks the item done
+    atomic_write_json(out / f"{item.key}.json", meta)
+    return {"meta": meta}
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def _backend_for(item: ExtractionItem, backend: str) -> str:
+    return backend if item.video is not None else IMAGES_BACKEND
+
+
+def _source_bytes(item: ExtractionItem, raw_root: Path) -> int | None:
+    try:
+        if item.video is not None:
+            return safe_join(raw_root, item.video).stat().st_size
+        return sum(safe_join(raw_root, f).stat().st_size for f in item.frames or ())
+    except (OSError, DataValidationError):
+        return None
+
+
+def _done_meta(
+    item: ExtractionItem, raw_root: Path, items_dir: Path, backend: str, verify: bool
+) -> dict[str, Any] | None:
+    """The item's meta if it is complete and still matches its source, else None."""
+    json_path = items_dir / f"{item.key}.json"
+    if not json_path.is_file():
+        return None
+    try:
+        meta = read_json(json_path)
+    except DataValidationError:
+        return None
+    if not isinstance(meta, dict) or meta.get("key") != item.key:
+        return None
+    npy = items_dir / f"{item.key}.npy"
+    if (
+        meta.get("file") != npy.name
+        or meta.get("backend") != _backend_for(item, backend)
+        or not npy.is_file()
+        or npy.stat().st_size != meta.get("npy_bytes")
+        or _source_bytes(item, raw_root) != meta.get("source_bytes")
+    ):
+        return None
+    if verify and sha256_file(npy) != meta.get("sha256"):
+        return None
+    return meta
+
+
+def _remove_temp_files(*folders: Path) -> None:
+    """Temp files of writes that were killed (io.atomic_open names them .<name>.<rand>.tmp)."""
+    for folder in folders:
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _write_json_if_changed(path: Path, obj: Any) -> None:
+    """Like io.atomic_write_json, but leaves an identical file untouched (mtime and all)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="utf-8") == text:
+            return
+    atomic_write_text(path, text)
+
+
+def _prune(items_dir: Path, keep: set[str]) -> None:
+    for path in sorted(items_dir.iterdir()):
+        if path.suffix in (".npy", ".json") and path.stem not in keep:
+            path.unlink(missing_ok=True)
+
+
+def _quarantine_entry(item: ExtractionItem, reason: str) -> dict[str, Any]:
+    return {
+        "key": item.key,
+        "video": item.video,
+        "frames": list(item.frames) if item.frames is not None else None,
+        "reason": reason,
+        "record_ids": list(item.record_ids),
+    }
+
+
+def _run_pool(
+    todo: list[ExtractionItem],
+    raw_root: Path,
+    items_dir: Path,
+    cfg: SamplingConfig,
+    params: ExtractFramesParams,
+    progress: bool,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Extract ``todo`` in worker processes; returns (metas by key, failure reasons by key)."""
+    metas: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    if not todo:
+        return metas, failures
+    pool = ProcessPool(
+        max_workers=min(params.workers, len(todo)),
+        initializer=_worker_init,
+        context=multiprocessing.get_context("spawn"),  # never fork a threaded parent
+    )
+    try:
+        futures = {
+            pool.schedule(
+                _extract_one,
+                args=(item, str(raw_root), str(items_dir), cfg.as_dict(), params.backend),
+                timeout=params.timeout_s,
+            ): item
+            for item in todo
+        }
+        with tqdm(total=len(todo), desc="extract_frames", unit="video", disable=not progress
+                  ) as bar:
+            for future in as_completed(futures):
+                item = futures[future]
+                try:
+                    result = future.result()
+                except FutureTimeoutError:
+                    result = {"error": f"{item.source}: timed out after {params.timeout_s:g} s "
+                                       f"(decoder hung or video too slow); worker killed"}
+                except BrokenProcessPool as exc:
+                    raise StageError(
+                        f"extract_frames: the worker processes died or could not start ({exc}). "
+                        "Workers are spawned: a script that calls extract_frames must guard "
+                        "its entry point with `if __name__ == '__main__':`."
+                    ) from exc
+                except ProcessExpired as exc:
+                    result = {"error": f"{item.source}: decoder process died "
+                                       f"(exit code {exc.exitcode})"}
+                except Exception as exc:  # a bug or an unexpected library error: keep going
+                    result = {"error": f"{item.source}: unexpected {type(exc).__name__}: {exc}"}
+                if "meta" in result:
+                    metas[item.key] = result["meta"]
+                else:
+                    failures[item.key] = result["error"]
+                bar.update(1)
+        pool.close()
+    except BaseException:
+        pool.stop()
+        raise
+    finally:
+        pool.join()
+    return metas, failures
+
+
+def extract_frames(
+    items: Iterable[ExtractionItem],
+    raw_root: Path,
+    store_dir: Path,
+    params: ExtractFramesParams,
+    *,
+    progress: bool = True,
+    verify: bool = False,
+) -> ExtractionReport:
+    """Bring the store in line with ``items``: extract what is missing, reuse the rest.
+
+    Bad videos are quarantined (listed in quarantine.json with a reason), not fatal, unless
+    their share exceeds ``params.max_quarantine_fraction``: then StageError, and nothing is
+    pruned so a fixed re-run keeps the work done. ``verify`` re-hashes existing .npy files
+    instead of trusting their recorded size (a full read of the store).
+    """
+    items = sorted(items, key=lambda it: it.key)
+    if len({it.key for it in items}) != len(items):
+        raise ValueError("extraction items must have distinct keys")
+    raw_root, store_dir = Path(raw_root), Path(store_dir)
+    items_dir = store_dir / ITEMS_DIR
+    items_dir.mkdir(parents=True, exist_ok=True)
+    _remove_temp_files(items_dir, store_dir)
+    cfg = SamplingConfig.from_params(params)
+
+    metas: dict[str, dict[str, Any]] = {}
+    todo: list[ExtractionItem] = []
+    for item in items:
+        meta = _done_meta(item, raw_root, items_dir, params.backend, verify)
+        if meta is None:
+            todo.append(item)
+        else:
+            metas[item.key] = meta
+    reused = len(metas)
+    new_metas, failures = _run_pool(todo, raw_root, items_dir, cfg, params, progress)
+    metas.update(new_metas)
+    _remove_temp_files(items_dir, store_dir)  # left by workers killed on timeout
+
+    by_key = {it.key: it for it in items}
+    quarantine = [_quarantine_entry(by_key[key], failures[key]) for key in sorted(failures)]
+    _write_json_if_changed(store_dir / QUARANTINE, quarantine)
+    report = ExtractionReport(
+        total=len(items),
+        extracted=len(new_metas),
+        reused=reused,
+        quarantined=len(quarantine),
+        quarantine=quarantine,
+    )
+    if items and len(quarantine) / len(items) > params.max_quarantine_fraction:
+        reasons = "; ".join(q["reason"] for q in quarantine[:MAX_REASONS_IN_ERROR])
+        more = len(quarantine) - MAX_REASONS_IN_ERROR
+        raise StageError(
+            f"extract_frames: {len(quarantine)} of {len(items)} videos quarantined "
+            f"({len(quarantine) / len(items):.1%}), more than max_quarantine_fraction="
+            f"{params.max_quarantine_fraction:g}; see {store_dir / QUARANTINE}. First reasons: "
+            f"{reasons}" + (f" (and {more} more)" if more > 0 else "")
+        )
+    manifest = {
+        "backend": params.backend,
+        "sampling": cfg.as_dict(),
+        "items": {key: metas[key] for key in sorted(metas)},
+    }
+    _write_json_if_changed(store_dir / MANIFEST, manifest)
+    _prune(items_dir, set(metas))
+    return report
+
+
+# --------------------------------------------------------------------------- read side
+
+
+class FrameStore:
+    """Read access to a frame store (dataset building, training)."""
+
+    def __init__(self, store_dir: str | os.PathLike):
+        self.store_dir = Path(store_dir)
+        self.items_dir = self.store_dir / ITEMS_DIR
+        self._manifest: dict[str, Any] | None = None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        if self._manifest is None:
+            path = self.store_dir / MANIFEST
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no frame store manifest (run extract_frames)")
+            self._manifest = read_json(path)
+        return self._manifest
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(**self.manifest["sampling"])
+
+    def keys(self) -> list[str]:
+        return sorted(self.manifest["items"])
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self.manifest["items"]
+
+    def __len__(self) -> int:
+        return len(self.manifest["items"])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def meta(self, key: str) -> dict[str, Any]:
+        """The item's meta: indices, timestamps, sample_fps (pass it to the processor), ..."""
+        try:
+            return self.manifest["items"][key]
+        except KeyError:
+            raise KeyError(f"{key!r} is not in the frame store {self.store_dir}") from None
+
+    def load(self, key: str) -> np.ndarray:
+        """uint8 [T, H, W, 3], memory-mapped read-only."""
+        meta = self.meta(key)
+        return np.load(self.items_dir / meta["file"], mmap_mode="r", allow_pickle=False)
+
+    def verify(self, key: str) -> bool:
+        """Whether the .npy on disk still has the sha256 recorded at extraction."""
+        meta = self.meta(key)
+        return sha256_file(self.items_dir / meta["file"]) == meta["sha256"]
+
+    def quarantine(self) -> list[dict[str, Any]]:
+        path = self.store_dir / QUARANTINE
+        return read_json(path) if path.is_file() else []

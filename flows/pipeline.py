@@ -17,12 +17,14 @@ from videorft.stages import STAGES
 
 
 @flow(name="videorft-pipeline", log_prints=True)
-def pipeline(root: str = ".", force: bool = False, from_stage: str | None = None) -> list[dict[str, Any]]:
+def pipeline(
+    root: str = ".", force: bool = False, from_stage: str | None = None
+) -> list[dict[str, Any]]:
     """Run the DAG in `root`. `force` reruns every stage; `from_stage` reruns it and all after."""
     root = str(Path(root).resolve())
     if from_stage is not None and from_stage not in STAGES:
         raise ValueError(f"unknown stage {from_stage!r} (stages: {', '.join(STAGES)})")
-    forced = set(STAGES if force else STAGES[STAGES.index(from_stage):] if from_stage else ())
+    forced = set(STAGES if force else STAGES[STAGES.index(from_stage) :] if from_stage else ())
 
     outcomes = [download(root, force="download" in forced)]
     outcomes.append(extract_frames(root, force="extract_frames" in forced))

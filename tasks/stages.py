@@ -38,8 +38,10 @@ def extract_frames(root: str, force: bool = False) -> dict[str, Any]:
     if quarantine.exists() and (entries := read_json(quarantine)):
         create_table_artifact(
             key="quarantine",
-            table=[{"video": e.get("video") or str(e.get("frames")), "reason": e["reason"]}
-                   for e in entries],
+            table=[
+                {"video": e.get("video") or str(e.get("frames")), "reason": e["reason"]}
+                for e in entries
+            ],
             description=f"{len(entries)} video(s) quarantined by frame extraction",
         )
     return outcome

@@ -16,6 +16,7 @@ from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 from videorft.errors import VideoDecodeError
+from videorft.video import decode
 from videorft.video.decode import (
     INTERPOLATION,
     ShortVideoError,
@@ -141,6 +142,30 @@ def test_sparse_reads_seek_and_skip_work(videos):
     assert stats["decoded"] < 300, "non-reference frames between wanted ones are skipped"
 
 
+@pytest.mark.parametrize("name", ["gop250", "gop12", "ntsc"])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_chunks_equal_decode_all(videos, name, threads, monkeypatch):
+    # Real chunks span >= 600 frames; shrink that so these short clips get cut too.
+    monkeypatch.setattr(decode, "MIN_CHUNK_SPAN", 30)
+    path = videos[name]
+    total = probe(path).total_frames
+    for indices in _index_sets(total):
+        stats: dict[str, int] = {}
+        fast = read_frames_pyav(path, indices, threads=threads, stats=stats)
+        assert np.array_equal(fast, decode_all_then_sample(path, indices)), (name, indices)
+        assert [read_code(f) for f in fast] == indices
+        assert stats["fallback"] == 0
+    assert stats["chunks"] == min(threads, (total - 2) // 30)
+
+
+def test_chunks_split_long_spans_only():
+    assert decode._chunks(list(range(0, 300, 15)), 4) == [list(range(0, 300, 15))]
+    chunks = decode._chunks(list(range(0, 1800, 15)), 2)
+    assert [len(c) for c in chunks] == [60, 60] and chunks[1][0] == 900
+    assert len(decode._chunks(list(range(0, 108000, 140)), 16)) == 16
+    assert decode._chunks([5], 8) == [[5]]
+
+
 def _reformat_oracle(path: Path, indices: list[int], size: tuple[int, int]) -> np.ndarray:
     """Decode everything, convert the wanted frames with the fast path's swscale call."""
     reformatter = VideoReformatter()
@@ -224,7 +249,7 @@ def test_probe_and_read_errors_name_the_file(tmp_path, videos, case):
         read_frames_pyav(path, [0, 1])
 
 
-def test_truncated_data_with_index_up_front(tmp_path):
+def test_truncated_data_with_index_up_front(tmp_path, monkeypatch):
     # moov first (faststart): the container still says 300 frames, the data stops early.
     path = make_video(tmp_path / "fast.mp4", 300, container_options={"movflags": "faststart"})
     data = path.read_bytes()
@@ -235,7 +260,12 @@ def test_truncated_data_with_index_up_front(tmp_path):
                        ) as info:
         read_frames_pyav(cut, [0, 100, 299])
     assert 100 < info.value.available < 300
+    with pytest.raises(ShortVideoError, match="the stream ends before frame 299"):
+        read_frames_pyav(cut, [0, 100, 299], threads=2)  # 299 - 0 < 600: one chunk
     assert [read_code(f) for f in read_frames_pyav(cut, [0, 100])] == [0, 100]
+    monkeypatch.setattr(decode, "MIN_CHUNK_SPAN", 50)  # the last chunk seeks into the cut
+    with pytest.raises(VideoDecodeError, match=r"cut\.mp4: "):
+        read_frames_pyav(cut, [0, 100, 150, 299], threads=2)
     with pytest.raises(VideoDecodeError):
         decode_all_then_sample(cut, [0, 299])
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from videorft.errors import ConfigError
-from videorft.params import deep_merge, load_params, load_raw, update_params, to_plain
+from videorft.params import deep_merge, load_params, load_raw, to_plain, update_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_bad_override_is_refused_and_nothing_written(
 
 
 def test_unknown_preset_and_unknown_section(params_file: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown preset 'nope'.*tiny-cpu"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'.*tiny-cpu"):
         update_params(params_file, preset="nope")
     params_file.write_text(params_file.read_text() + "\ntrian:\n  lr: 1\n")
     with pytest.raises(ConfigError, match="trian"):
@@ -94,5 +94,5 @@ def test_unknown_preset_and_unknown_section(params_file: Path) -> None:
 def test_invalid_preset_is_reported_by_name(params_file: Path) -> None:
     text = params_file.read_text().replace("workers: 16", "workers: 0")
     params_file.write_text(text)
-    with pytest.raises(ConfigError, match="preset 'videochat-r1'.*workers"):
+    with pytest.raises(ConfigError, match=r"preset 'videochat-r1'.*workers"):
         load_params(params_file)

@@ -51,8 +51,9 @@ def project(tmp_path: Path) -> Path:
         shutil.copy(ROOT / name, proj / name)
     (proj / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", proj / ".dvc" / "config")
-    shutil.copytree(ROOT / "videorft", proj / "videorft",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "videorft", proj / "videorft", ignore=shutil.ignore_patterns("__pycache__")
+    )
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
     update_params(proj / "params.yaml", overrides=SMALL)
     return proj
@@ -61,20 +62,31 @@ def project(tmp_path: Path) -> Path:
 def _videorft(proj: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "videorft", *args, "--root", str(proj)],
-        cwd=proj, env=_env(tmp_path), capture_output=True, text=True, timeout=600,
+        cwd=proj,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
 def _dvc(proj: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=proj, env=_env(tmp_path),
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "dvc", *args],
+        cwd=proj,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
 def _outputs(proj: Path) -> dict[str, bytes]:
-    files = [*sorted((proj / "data" / "dataset").glob("*.jsonl")), proj / "data/records.jsonl",
-             proj / "data/frames/manifest.json"]
+    files = [
+        *sorted((proj / "data" / "dataset").glob("*.jsonl")),
+        proj / "data/records.jsonl",
+        proj / "data/frames/manifest.json",
+    ]
     return {str(f.relative_to(proj)): f.read_bytes() for f in files}
 
 
@@ -82,8 +94,7 @@ def test_run_through_prefect_then_nothing_to_redo(project: Path, tmp_path: Path)
     first = _videorft(project, tmp_path, "run")
     assert first.returncode == 0, first.stdout + first.stderr
     stats = json.loads((project / "reports" / "dataset.json").read_text())
-    assert stats["counts"]["train"] and sum(
-        sum(c.values()) for c in stats["counts"].values()) == 8
+    assert stats["counts"]["train"] and sum(sum(c.values()) for c in stats["counts"].values()) == 8
     train = [json.loads(line) for line in (project / "data/dataset/train.jsonl").open()]
     assert all(row["prompt"] and row["frames_key"] for row in train)
     assert (project / "dvc.lock").exists()
@@ -95,8 +106,7 @@ def test_run_through_prefect_then_nothing_to_redo(project: Path, tmp_path: Path)
     assert _outputs(project) == produced
 
     # One dataset param changed: only build_dataset reruns, and says why.
-    third = _videorft(project, tmp_path, "run", "--json",
-                      "--set", "build_dataset.val_fraction=0.5")
+    third = _videorft(project, tmp_path, "run", "--json", "--set", "build_dataset.val_fraction=0.5")
     assert third.returncode == 0, third.stdout + third.stderr
     outcomes = {o["stage"]: o for o in json.loads(third.stdout)}
     assert not outcomes["download"]["ran"] and not outcomes["extract_frames"]["ran"]
@@ -118,9 +128,11 @@ def test_dvc_repro_alone_then_up_to_date(project: Path, tmp_path: Path) -> None:
 
 def test_second_run_in_same_checkout_is_refused(project: Path, tmp_path: Path) -> None:
     with run_lock(project):
-        with pytest.raises(VideoRFTError, match="another videorft run is in progress"):
-            with run_lock(project):
-                pass
+        with (
+            pytest.raises(VideoRFTError, match="another videorft run is in progress"),
+            run_lock(project),
+        ):
+            pass
         blocked = _videorft(project, tmp_path, "run")
     assert blocked.returncode == 1
     assert "another videorft run is in progress" in blocked.stderr

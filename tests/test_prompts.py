@@ -7,17 +7,39 @@ import pytest
 from videorft.prompts import THINKING, build_messages, build_prompt
 from videorft.records import make_record
 
-TG = make_record(id="s/1", task="temporal_grounding", source="s", video="s/v.mp4",
-                 inputs={"query": "person opens a door"}, solution=[1.0, 2.5])
-TRACK = make_record(id="s/2", task="tracking", source="s", video="s/v.mp4", nframes=8,
-                    inputs={"object": "red car"},
-                    solution=[[0.1, 0.2, 0.3, 0.4]] + [[0.2, 0.2, 0.4, 0.4]] * 7)
-GQA = make_record(id="s/3", task="grounded_qa", source="s", video="s/v.mp4",
-                  inputs={"question": "why did the boy run?", "options": ["rain", "dog"]},
-                  solution={"answer": "B", "glue": [[1.0, 2.0]]})
-MCQ = make_record(id="s/4", task="mcq", source="s", video="s/v.mp4",
-                  inputs={"question": "what colour?", "options": ["red", "green", "blue"]},
-                  solution={"answer": "C"})
+TG = make_record(
+    id="s/1",
+    task="temporal_grounding",
+    source="s",
+    video="s/v.mp4",
+    inputs={"query": "person opens a door"},
+    solution=[1.0, 2.5],
+)
+TRACK = make_record(
+    id="s/2",
+    task="tracking",
+    source="s",
+    video="s/v.mp4",
+    nframes=8,
+    inputs={"object": "red car"},
+    solution=[[0.1, 0.2, 0.3, 0.4]] + [[0.2, 0.2, 0.4, 0.4]] * 7,
+)
+GQA = make_record(
+    id="s/3",
+    task="grounded_qa",
+    source="s",
+    video="s/v.mp4",
+    inputs={"question": "why did the boy run?", "options": ["rain", "dog"]},
+    solution={"answer": "B", "glue": [[1.0, 2.0]]},
+)
+MCQ = make_record(
+    id="s/4",
+    task="mcq",
+    source="s",
+    video="s/v.mp4",
+    inputs={"question": "what colour?", "options": ["red", "green", "blue"]},
+    solution={"answer": "C"},
+)
 
 
 def test_temporal_grounding_wording() -> None:
@@ -38,8 +60,10 @@ def test_no_think_drops_the_thinking_sentence() -> None:
 
 def test_tracking_gives_object_and_first_box() -> None:
     text = build_prompt(TRACK)
-    assert 'Track the "red car" in the video based on its initial coordinates ' \
+    assert (
+        'Track the "red car" in the video based on its initial coordinates '
         '"[0.10, 0.20, 0.30, 0.40]".' in text
+    )
     assert "list of eight sublists" in text
 
 

@@ -61,13 +61,18 @@ def main(
 @app.command()
 def run(
     preset: Annotated[
-        str | None, typer.Option(help="Apply a named preset from params.yaml first (e.g. videochat-r1).")
+        str | None,
+        typer.Option(help="Apply a named preset from params.yaml first (e.g. videochat-r1)."),
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a parameter, KEY=VALUE (repeatable), e.g. extract_frames.fps=1."),
+        typer.Option(
+            "--set", help="Override a parameter, KEY=VALUE (repeatable), e.g. extract_frames.fps=1."
+        ),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Rerun every stage even if DVC says it is up to date.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Rerun every stage even if DVC says it is up to date.")
+    ] = False,
     from_stage: Annotated[
         str | None, typer.Option("--from", help="Rerun this stage and every stage after it.")
     ] = None,
@@ -103,8 +108,12 @@ def run(
     for column in ("stage", "result", "why", "seconds"):
         table.add_column(column)
     for o in outcomes:
-        table.add_row(o["stage"], "ran" if o["ran"] else "skipped (up to date)",
-                      "; ".join(o["reasons"]), f"{o['seconds']:.1f}")
+        table.add_row(
+            o["stage"],
+            "ran" if o["ran"] else "skipped (up to date)",
+            "; ".join(o["reasons"]),
+            f"{o['seconds']:.1f}",
+        )
     Console().print(table)
     dataset = project / params.paths.dataset
     print(f"dataset: {dataset}  (stats: {project / params.paths.reports / 'dataset.json'})")

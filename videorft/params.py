@@ -37,10 +37,18 @@ class _Section(BaseModel):
 class PathsParams(_Section):
     """Where the stages read and write, relative to the project root."""
 
-    raw: str = Field("data/raw", description="Downloaded (or generated) datasets, one folder per source.")
-    records: str = Field("data/records.jsonl", description="All sources' samples in the canonical record schema.")
-    frames: str = Field("data/frames", description="Frame store: sampled, resized frames per video.")
-    dataset: str = Field("data/dataset", description="train.jsonl / val.jsonl with prompts, read by the trainer.")
+    raw: str = Field(
+        "data/raw", description="Downloaded (or generated) datasets, one folder per source."
+    )
+    records: str = Field(
+        "data/records.jsonl", description="All sources' samples in the canonical record schema."
+    )
+    frames: str = Field(
+        "data/frames", description="Frame store: sampled, resized frames per video."
+    )
+    dataset: str = Field(
+        "data/dataset", description="train.jsonl / val.jsonl with prompts, read by the trainer."
+    )
     reports: str = Field("reports", description="Small JSON reports that DVC tracks as metrics.")
 
 
@@ -48,32 +56,40 @@ class SourceParams(_Section):
     """One dataset to fetch and convert to canonical records."""
 
     name: str = Field(description="Unique name: folder under paths.raw and prefix of record ids.")
-    type: Literal[SOURCE_TYPES] = Field(description="Native format: " + ", ".join(SOURCE_TYPES) + ".")  # type: ignore[valid-type]
+    type: Literal[SOURCE_TYPES] = Field(
+        description="Native format: " + ", ".join(SOURCE_TYPES) + "."
+    )  # type: ignore[valid-type]
     uri: str | None = Field(
         None,
         description="Where to fetch it: a local path, http(s)://, s3://bucket/prefix or "
         "hf://datasets/OWNER/NAME[@REVISION][/SUBDIR]. Archives (.zip, .tar[.gz|.bz2|.xz]) are "
         "unpacked. Not used by 'synthetic'.",
     )
-    sha256: str | None = Field(None, description="Expected SHA-256 of a downloaded file (http/s3 archives).")
+    sha256: str | None = Field(
+        None, description="Expected SHA-256 of a downloaded file (http/s3 archives)."
+    )
     annotation: str | None = Field(
         None, description="Annotation file (or folder, for got10k) inside the fetched data."
     )
     video_dir: str = Field("videos", description="Folder of the videos inside the fetched data.")
     video_ext: str = Field(".mp4", description="File extension of the videos.")
     split: Literal["train", "val", "test"] | None = Field(
-        None, description="Force every sample of this source into one split; null lets build_dataset split."
+        None,
+        description="Force every sample of this source into one split; null: build_dataset "
+        "splits it.",
     )
     options: dict[str, Any] = Field(
         default_factory=dict,
-        description="Source-specific options (synthetic: generator settings; got10k: fps, max_sequences).",
+        description="Source-specific options (synthetic: generator settings; got10k: fps, "
+        "max_sequences).",
     )
 
 
 class S3Params(_Section):
     endpoint_url: str | None = Field(
-        None, description="S3-compatible endpoint (MinIO, SeaweedFS, ...); credentials come from the "
-        "usual AWS environment variables or profile, never from this file."
+        None,
+        description="S3-compatible endpoint (MinIO, SeaweedFS, ...); credentials come from the "
+        "usual AWS environment variables or profile, never from this file.",
     )
     anon: bool = Field(False, description="Anonymous access to public buckets.")
 
@@ -109,17 +125,33 @@ class ExtractFramesParams(_Section):
     """Stage `extract_frames`: Qwen2.5-VL frame sampling, done once, stored for training."""
 
     fps: float = Field(2.0, gt=0, description="Sampling rate in frames per second (Qwen2.5-VL: 2).")
-    min_frames: int = Field(4, ge=2, description="At least this many frames per video (rounded up to even).")
-    max_frames: int = Field(768, ge=2, description="At most this many frames per video (rounded down to even).")
-    min_pixels: int = Field(16 * 28 * 28, gt=0, description="Per-frame pixel floor (paper: 16*28*28).")
-    max_pixels: int = Field(768 * 28 * 28, gt=0, description="Per-frame pixel cap (Qwen2.5-VL: 768*28*28).")
-    total_pixels: int = Field(
-        3584 * 28 * 28, gt=0, description="Visual budget per video; per-frame cap = total/frames*2 (paper: 3584*28*28)."
+    min_frames: int = Field(
+        4, ge=2, description="At least this many frames per video (rounded up to even)."
     )
-    patch_factor: int = Field(28, gt=0, description="Frame sides are multiples of this (patch 14 x merge 2).")
-    backend: Literal["pyav", "decord"] = Field("pyav", description="Decoder: PyAV (default) or decord.")
+    max_frames: int = Field(
+        768, ge=2, description="At most this many frames per video (rounded down to even)."
+    )
+    min_pixels: int = Field(
+        16 * 28 * 28, gt=0, description="Per-frame pixel floor (paper: 16*28*28)."
+    )
+    max_pixels: int = Field(
+        768 * 28 * 28, gt=0, description="Per-frame pixel cap (Qwen2.5-VL: 768*28*28)."
+    )
+    total_pixels: int = Field(
+        3584 * 28 * 28,
+        gt=0,
+        description="Visual budget per video; per-frame cap = total/frames*2 (paper: 3584*28*28).",
+    )
+    patch_factor: int = Field(
+        28, gt=0, description="Frame sides are multiples of this (patch 14 x merge 2)."
+    )
+    backend: Literal["pyav", "decord"] = Field(
+        "pyav", description="Decoder: PyAV (default) or decord."
+    )
     workers: int = Field(2, ge=1, description="Worker processes decoding videos in parallel.")
-    timeout_s: float = Field(120.0, gt=0, description="A video taking longer than this is quarantined.")
+    timeout_s: float = Field(
+        120.0, gt=0, description="A video taking longer than this is quarantined."
+    )
     max_quarantine_fraction: float = Field(
         0.05, ge=0, le=1, description="Fail the stage when more than this share of videos is bad."
     )
@@ -135,9 +167,15 @@ class BuildDatasetParams(_Section):
     thinking: bool = Field(
         True, description="Ask for <think> reasoning (VideoChat-R1-thinking) or answers only."
     )
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of videos held out for validation.")
-    seed: int = Field(0, description="Seed of the train/val split (split by video, never by query).")
-    max_samples_per_task: int | None = Field(None, ge=1, description="Cap per task and split (null: all).")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of videos held out for validation."
+    )
+    seed: int = Field(
+        0, description="Seed of the train/val split (split by video, never by query)."
+    )
+    max_samples_per_task: int | None = Field(
+        None, ge=1, description="Cap per task and split (null: all)."
+    )
 
 
 class Params(_Section):
@@ -284,6 +322,10 @@ def describe(model: type[BaseModel] = Params, prefix: str = "") -> list[tuple[st
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             rows.extend(describe(annotation, dotted + "."))
             continue
-        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        default = (
+            "required"
+            if field.is_required()
+            else repr(field.get_default(call_default_factory=True))
+        )
         rows.append((dotted, default, field.description or ""))
     return rows

@@ -25,6 +25,7 @@ A record is a plain dict written as one JSON line (``data/records.jsonl``). Fiel
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -144,8 +145,9 @@ def validate_record(
 ) -> dict[str, Any]:
     """Check one record; return it unchanged or raise DataValidationError naming file and id."""
     if not isinstance(record, dict):
-        raise DataValidationError(f"a record must be an object, got {type(record).__name__}",
-                                  file=file)
+        raise DataValidationError(
+            f"a record must be an object, got {type(record).__name__}", file=file
+        )
     check = _Checker(record, file)
     missing = [f for f in REQUIRED_FIELDS if record.get(f) is None]
     check.require(not missing, f"missing required field(s): {', '.join(missing)}")
@@ -162,8 +164,9 @@ def validate_record(
     if video is not None:
         check_relative_path(video, file=file, record=check.rid)
     else:
-        check.require(isinstance(frames, list) and len(frames) >= 2,
-                      "frames must list at least 2 image paths")
+        check.require(
+            isinstance(frames, list) and len(frames) >= 2, "frames must list at least 2 image paths"
+        )
         for frame in frames:
             check_relative_path(frame, file=file, record=check.rid)
         times = record.get("frame_times")
@@ -171,12 +174,13 @@ def validate_record(
             isinstance(times, list) and len(times) == len(frames) and all(map(_is_number, times)),
             "frame_times must give one time in seconds per listed frame",
         )
-        check.require(all(b > a for a, b in zip(times, times[1:], strict=False)),
-                      "frame_times must increase")
+        check.require(all(b > a for a, b in itertools.pairwise(times)), "frame_times must increase")
 
     duration = record.get("duration")
-    check.require(duration is None or (_is_number(duration) and duration > 0),
-                  f"duration must be a positive number of seconds, got {duration!r}")
+    check.require(
+        duration is None or (_is_number(duration) and duration > 0),
+        f"duration must be a positive number of seconds, got {duration!r}",
+    )
     nframes = record.get("nframes")
     check.require(
         nframes is None or (isinstance(nframes, int) and nframes >= 2 and nframes % 2 == 0),
@@ -186,12 +190,16 @@ def validate_record(
     inputs, solution = record["inputs"], record["solution"]
     check.require(isinstance(inputs, dict), "inputs must be an object")
     if task == "temporal_grounding":
-        check.require(isinstance(inputs.get("query"), str) and inputs["query"].strip(),
-                      "inputs.query is missing or empty")
+        check.require(
+            isinstance(inputs.get("query"), str) and inputs["query"].strip(),
+            "inputs.query is missing or empty",
+        )
         check.span(solution, "solution", duration, duration_tolerance)
     elif task == "tracking":
-        check.require(isinstance(inputs.get("object"), str) and inputs["object"].strip(),
-                      "inputs.object is missing or empty")
+        check.require(
+            isinstance(inputs.get("object"), str) and inputs["object"].strip(),
+            "inputs.object is missing or empty",
+        )
         check.require(
             isinstance(solution, list) and len(solution) == TRACKING_BOXES,
             f"tracking solution must hold exactly {TRACKING_BOXES} boxes, got "
@@ -200,11 +208,14 @@ def validate_record(
         for i, box in enumerate(solution):
             check.box(box, f"solution box {i}")
         if frames is not None:
-            check.require(len(frames) == TRACKING_BOXES,
-                          f"tracking needs {TRACKING_BOXES} frames, one per box; got {len(frames)}")
+            check.require(
+                len(frames) == TRACKING_BOXES,
+                f"tracking needs {TRACKING_BOXES} frames, one per box; got {len(frames)}",
+            )
         else:
-            check.require(nframes == TRACKING_BOXES,
-                          f"tracking on a video must set nframes={TRACKING_BOXES}")
+            check.require(
+                nframes == TRACKING_BOXES, f"tracking on a video must set nframes={TRACKING_BOXES}"
+            )
     else:
         n_options = check.options(inputs)
         check.require(isinstance(solution, dict), "solution must be an object with 'answer'")

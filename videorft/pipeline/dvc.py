@@ -94,16 +94,23 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
+def _locked_stage(root: Path, stage: str) -> dict[str, Any]:
+    """The stage's entry in dvc.lock (what it last ran with); empty if it never ran."""
+    lock_path = root / "dvc.lock"
+    if not lock_path.exists():
+        return {}
+    return (YAML(typ="safe").load(lock_path.read_text()) or {}).get("stages", {}).get(stage, {})
+
+
 def _param_changes(root: Path, stage: str, params_file: str, section: str) -> list[str]:
     """Key-level changes of a params section since the stage last ran (DVC reports the
     section only): compares dvc.lock's recorded values with params.yaml."""
-    lock_path, params_path = root / "dvc.lock", root / params_file
-    if not lock_path.exists() or not params_path.exists():
+    params_path = root / params_file
+    if not params_path.exists():
         return []
-    yaml = YAML(typ="safe")
-    locked = (yaml.load(lock_path.read_text()) or {}).get("stages", {}).get(stage, {})
+    locked = _locked_stage(root, stage)
     before = _flatten({section: locked.get("params", {}).get(params_file, {}).get(section)})
-    current: Any = yaml.load(params_path.read_text()) or {}
+    current: Any = YAML(typ="safe").load(params_path.read_text()) or {}
     for part in section.split("."):
         current = current.get(part) if isinstance(current, dict) else None
     after = _flatten({section: current})
@@ -136,6 +143,8 @@ def _describe_change(root: Path, stage: str, entry: Any) -> list[str]:
 
 def stage_status(root: Path, stage: str) -> list[str]:
     """Why `stage` would rerun (empty list: up to date)."""
+    if not _locked_stage(root, stage):
+        return ["never run"]
     code, lines = dvc(["status", "--json", stage], root)
     text = "\n".join(lines).strip()
     if code != 0:
@@ -148,7 +157,9 @@ def stage_status(root: Path, stage: str) -> list[str]:
     return reasons
 
 
-def repro_stage(root: Path, stage: str, *, force: bool = False, log: Log | None = None) -> StageOutcome:
+def repro_stage(
+    root: Path, stage: str, *, force: bool = False, log: Log | None = None
+) -> StageOutcome:
     """Run one stage through DVC if it changed (or `force`); skip it otherwise."""
     reasons = stage_status(root, stage)
     if not reasons and not force:
@@ -162,7 +173,7 @@ def repro_stage(root: Path, stage: str, *, force: bool = False, log: Log | None 
     summary: dict[str, Any] = {}
     for line in lines:
         if line.startswith(SUMMARY_PREFIX):
-            summary = json.loads(line[len(SUMMARY_PREFIX):])
+            summary = json.loads(line[len(SUMMARY_PREFIX) :])
     return StageOutcome(
         stage=stage,
         ran=True,

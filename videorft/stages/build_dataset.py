@@ -2,8 +2,8 @@
 
 Writes ``paths.dataset/{train,val[,test]}.jsonl`` (what the trainer and evaluator read) and
 ``paths.reports/dataset.json`` (counts per split and task, and every dropped record with its
-reason; a DVC metric). Splits are made per video (or frame sequence), never per query, so the many queries
-of one Charades video never straddle train and val.
+reason; a DVC metric). Splits are made per video (or frame sequence), never per query, so the
+many queries of one Charades video never straddle train and val.
 """
 
 from __future__ import annotations
@@ -68,8 +68,11 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         if record.get("duration") is None:
             # The annotation had no duration: check spans against the measured one.
             record = {**record, "duration": meta["duration"]}
-            validate_record(record, file=str(records_path),
-                            duration_tolerance=params.download.duration_tolerance_s)
+            validate_record(
+                record,
+                file=str(records_path),
+                duration_tolerance=params.download.duration_tolerance_s,
+            )
         row = {
             **record,
             "split": assign_split(record, val_fraction=cfg.val_fraction, seed=cfg.seed),

@@ -52,8 +52,9 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     # Each source prefixes ids with its name; check uniqueness across sources all the same.
     records_file = root / params.paths.records
     records = sorted(
-        validate_records(records, file=str(records_file),
-                         duration_tolerance=cfg.duration_tolerance_s),
+        validate_records(
+            records, file=str(records_file), duration_tolerance=cfg.duration_tolerance_s
+        ),
         key=lambda r: r["id"],
     )
     write_jsonl(records_file, records)

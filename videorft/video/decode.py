@@ -7,8 +7,9 @@ the work that matters is what is spent on the other 14:
   decoded at all (``skip_frame = NONREF`` set per packet, off for the packets we want);
 - only wanted frames are converted, and conversion and resize are one swscale call at the
   target size (a full-size RGB copy of every frame costs as much as decoding it);
-- FFmpeg frame threading is on;
-- when the next wanted frame is more than about one GOP ahead, we seek to its keyframe.
+- when the next wanted frame is more than about one GOP ahead, we seek to its keyframe;
+- a long video is cut into chunks of wanted frames decoded in parallel threads (each from
+  the keyframe before its first frame); a short one uses FFmpeg's frame threading.
 
 Frames are matched to indices by timestamp (constant frame rate assumed, as Qwen's loaders
 assume): ``index = round((pts - first_pts) * time_base * fps)``. Anything that breaks that
@@ -19,10 +20,13 @@ oracle and naive baseline) does, so the answer never depends on the file's quirk
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import itertools
 import math
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -190,41 +194,121 @@ def _validate_indices(indices: Sequence[int], path: Path) -> list[int]:
     return wanted
 
 
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# Threads one read_frames_pyav call may use (extract_frames' workers lower it so that
+# workers x threads matches the CPUs).
+DECODE_THREADS = _available_cpus()
+# Wanted frames spanning fewer frames than this per chunk are read by one decoder: a chunk
+# starts at the keyframe before its first frame, so a chunk shorter than a couple of GOPs
+# (x264's default GOP is 250 frames) would mostly re-decode its neighbour's frames.
+MIN_CHUNK_SPAN = 600
+
+
+def _chunks(unique: list[int], threads: int) -> list[list[int]]:
+    """Split sorted wanted indices into contiguous runs, one per decoder thread."""
+    span = unique[-1] - unique[0]
+    count = max(1, min(threads, span // MIN_CHUNK_SPAN, len(unique)))
+    bounds = [round(i * len(unique) / count) for i in range(count + 1)]
+    return [unique[a:b] for a, b in itertools.pairwise(bounds)]
+
+
 def read_frames_pyav(
     path: str | os.PathLike,
     indices: Sequence[int],
     size: Size | None = None,
     *,
+    threads: int | None = None,
     stats: dict[str, int] | None = None,
 ) -> np.ndarray:
     """Frames ``indices`` of the video as uint8 [T, H, W, 3] RGB, resized to ``size`` (h, w).
 
     Gives exactly the frames of ``decode_all_then_sample`` (same index), much faster.
-    ``stats``, when given, is filled with counters (frames decoded, seeks, whether the
-    decode-order fallback ran) for tests and the benchmark.
+    Long spans are cut into ``threads`` chunks decoded in parallel (PyAV releases the GIL),
+    each from the keyframe before its first frame; a single chunk uses FFmpeg's frame
+    threading instead. ``stats``, when given, is filled with counters (frames decoded,
+    seeks, chunks, whether the decode-order fallback ran) for tests and the benchmark.
     """
     path = Path(path)
     wanted = _validate_indices(indices, path)
+    unique = sorted(set(wanted))
+    threads = max(1, threads or DECODE_THREADS)
     counters = stats if stats is not None else {}
-    counters.update(decoded=0, converted=0, seeks=0, overshoots=0, fallback=0)
-    container = _open(path)
+    counters.update(decoded=0, converted=0, seeks=0, overshoots=0, fallback=0, chunks=0)
     try:
-        convert = _Converter(size)
         try:
-            got = _read_by_timestamp(container, sorted(set(wanted)), convert, path, counters)
+            got = _read_chunks(path, _chunks(unique, threads), size, threads, counters)
         except _Irregular:
             counters["fallback"] = 1
-            container.close()
-            container = _open(path)
-            got = _read_in_order(container, sorted(set(wanted)), convert, path, counters)
+            with contextlib.closing(_open(path)) as container:
+                _set_threads(container.streams.video[0], threads)
+                got = _read_in_order(container, unique, _Converter(size), path, counters)
         counters["converted"] = len(got)
     except (av.error.FFmpegError, OSError, ValueError, MemoryError) as exc:
         if isinstance(exc, VideoDecodeError):
             raise
         raise VideoDecodeError(f"{path}: decoding failed ({_reason(exc)})") from None
-    finally:
-        container.close()
     return np.stack([got[i] for i in wanted])
+
+
+def _set_threads(stream: av.video.stream.VideoStream, threads: int) -> None:
+    stream.thread_type = THREAD_TYPE
+    # 0 lets FFmpeg pick (CPUs + 1 frame threads), which does best when we own the machine.
+    stream.codec_context.thread_count = 0 if threads >= _available_cpus() else threads
+
+
+def _first_pts(path: Path) -> int:
+    """Timestamp of frame 0, which chunks that start mid-video count indices from."""
+    with contextlib.closing(_open(path)) as container:
+        first = next(container.decode(video=0), None)
+    if first is None:
+        raise ShortVideoError(f"{path}: no decodable frame", available=0)
+    if first.pts is None:
+        raise _Irregular
+    return int(first.pts)
+
+
+def _read_chunks(
+    path: Path, chunks: list[list[int]], size: Size | None, threads: int,
+    counters: dict[str, int],
+) -> dict[int, np.ndarray]:
+    counters["chunks"] = len(chunks)
+    if len(chunks) == 1:
+        with contextlib.closing(_open(path)) as container:
+            _set_threads(container.streams.video[0], threads)
+            return _read_by_timestamp(container, chunks[0], _Converter(size), path, counters)
+    origin = _first_pts(path)
+    per_chunk = max(1, threads // len(chunks))
+
+    def read(chunk: list[int]) -> tuple[dict[int, np.ndarray], dict[str, int]]:
+        own: dict[str, int] = dict.fromkeys(counters, 0)
+        with contextlib.closing(_open(path)) as container:
+            _set_threads(container.streams.video[0], per_chunk)
+            got = _read_by_timestamp(container, chunk, _Converter(size), path, own,
+                                     origin=origin)
+        return got, own
+
+    got: dict[int, np.ndarray] = {}
+    with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="decode") as pool:
+        futures = [pool.submit(read, chunk) for chunk in chunks]
+        errors = [f.exception() for f in futures]
+    irregular = [e for e in errors if isinstance(e, _Irregular)]
+    if irregular:
+        raise irregular[0]
+    for error in errors:
+        if error is not None:
+            raise error
+    for future in futures:
+        part, own = future.result()
+        got.update(part)
+        for key in ("decoded", "seeks", "overshoots"):
+            counters[key] += own[key]
+    return got
 
 
 def _demux_decode(
@@ -256,12 +340,17 @@ def _read_by_timestamp(
     convert: _Converter,
     path: Path,
     counters: dict[str, int],
+    *,
+    origin: int | None = None,
 ) -> dict[int, np.ndarray]:
-    """Seek-and-skip reader (see module docstring). Raises _Irregular on non-CFR timing."""
+    """Seek-and-skip reader (see module docstring). Raises _Irregular on non-CFR timing.
+
+    ``origin`` (the pts of frame 0) is given for chunks that start mid-video: they begin
+    with a seek to their first frame. Without it, decoding starts at the beginning and the
+    first frame out defines it.
+    """
     stream = container.streams.video[0]
-    stream.thread_type = THREAD_TYPE
     frames_per_tick = Fraction(stream.time_base) * _frame_rate(stream)
-    origin: int | None = None  # pts of frame 0: the first frame decoded from the start
     wanted_set = set(wanted)
     got: dict[int, np.ndarray] = {}
     keyframes: list[int] = []  # indices of keyframes seen
@@ -288,10 +377,15 @@ def _read_by_timestamp(
         counters["seeks"] += 1
         return _demux_decode(container, stream, skip_packet)
 
-    frames = _demux_decode(container, stream, skip_packet)
     run_prev: int | None = None  # last index output since the last (re)start
     run_target: int | None = None  # the frame the last seek was for
     retried = False  # a seek overshot once already: no more seeking
+    if origin is not None and wanted[0] > 0:
+        keyframes.append(0)  # frame 0 is a keyframe: where to go back to if a seek overshoots
+        frames = seek_to(wanted[0])
+        run_target = wanted[0]
+    else:
+        frames = _demux_decode(container, stream, skip_packet)
     while next_i < len(wanted):
         try:
             frame, max_pts = next(frames)
@@ -360,7 +454,6 @@ def _read_in_order(
 ) -> dict[int, np.ndarray]:
     """Fallback: count frames in output order (no seeking, no skipping), convert wanted ones."""
     stream = container.streams.video[0]
-    stream.thread_type = THREAD_TYPE
     wanted_set = set(wanted)
     last = wanted[-1]
     got: dict[int, np.ndarray] = {}

@@ -54,6 +54,7 @@ from videorft.io import (
     sha256_bytes,
     sha256_file,
 )
+from videorft.video import decode
 from videorft.video.decode import (
     ShortVideoError,
     image_size,
@@ -185,8 +186,10 @@ def items_from_records(
 # --------------------------------------------------------------------------- worker side
 
 
-def _worker_init() -> None:
-    """Die with the parent: a killed stage must not leave decoders running (Linux only)."""
+def _worker_init(decode_threads: int) -> None:
+    """Share the CPUs between workers; die with the parent (Linux), so a killed stage
+    leaves no decoder running."""
+    decode.DECODE_THREADS = decode_threads
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
@@ -421,9 +424,11 @@ def _run_pool(
     failures: dict[str, str] = {}
     if not todo:
         return metas, failures
+    workers = min(params.workers, len(todo))
     pool = ProcessPool(
-        max_workers=min(params.workers, len(todo)),
+        max_workers=workers,
         initializer=_worker_init,
+        initargs=(max(1, decode.DECODE_THREADS // workers),),
         context=multiprocessing.get_context("spawn"),  # never fork a threaded parent
     )
     try:

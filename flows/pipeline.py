@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow
 
 from tasks.stages import build_dataset, download, extract_frames, report_run
-from videorft.stages import STAGES
+from videorft.stages import stages_to_force
 
 
 @flow(name="videorft-pipeline", log_prints=True)
@@ -22,9 +22,7 @@ def pipeline(
 ) -> list[dict[str, Any]]:
     """Run the DAG in `root`. `force` reruns every stage; `from_stage` reruns it and all after."""
     root = str(Path(root).resolve())
-    if from_stage is not None and from_stage not in STAGES:
-        raise ValueError(f"unknown stage {from_stage!r} (stages: {', '.join(STAGES)})")
-    forced = set(STAGES if force else STAGES[STAGES.index(from_stage) :] if from_stage else ())
+    forced = stages_to_force(force=force, from_stage=from_stage)
 
     outcomes = [download(root, force="download" in forced)]
     outcomes.append(extract_frames(root, force="extract_frames" in forced))

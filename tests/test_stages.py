@@ -20,7 +20,7 @@ from videorft.params import Params, load_params, update_params
 from videorft.prompts import build_prompt
 from videorft.records import make_record
 from videorft.sources.synthetic import COLOURS
-from videorft.stages import STAGES, get_stage
+from videorft.stages import STAGES, get_stage, stages_to_force
 from videorft.stages.build_dataset import assign_split
 from videorft.video.extract import FrameStore
 
@@ -230,3 +230,11 @@ def test_on_invalid_skip_reports_and_continues(tmp_path: Path) -> None:
     assert summary["records"] == 1 and summary["rejected"] == 1
     rejects = json.loads((tmp_path / "reports" / "rejects.json").read_text())
     assert len(rejects) == 1 and "c/B_0" in rejects[0]
+
+
+def test_stages_to_force() -> None:
+    assert stages_to_force() == set()
+    assert stages_to_force(force=True) == set(STAGES)
+    assert stages_to_force(from_stage="extract_frames") == {"extract_frames", "build_dataset"}
+    with pytest.raises(KeyError, match="unknown stage 'trian'"):
+        stages_to_force(from_stage="trian")

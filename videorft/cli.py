@@ -25,6 +25,16 @@ app = typer.Typer(
     help="Reinforcement fine-tuning of video LLMs (VideoChat-R1), as a reproducible "
     "Prefect + DVC pipeline: download -> extract_frames -> build_dataset (-> train -> "
     "evaluate -> publish).",
+    epilog=(
+        "Examples:\n\n"
+        "  videorft run                        # synthetic data, tiny-cpu preset\n\n"
+        "  videorft run --preset videochat-r1  # the paper's recipe, on your data\n\n"
+        "  videorft run --set extract_frames.fps=1  # reruns what depends on it\n\n"
+        "  videorft run --from extract_frames  # force a stage and what follows\n\n"
+        "  videorft status                     # up to date, or changed and why\n\n"
+        "  videorft params describe            # every parameter and its meaning"
+    ),
+    rich_markup_mode="rich",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -39,7 +49,8 @@ RootOption = Annotated[
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no repr quotes
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code=1)
 
 
@@ -92,12 +103,14 @@ def run(
         from flows.pipeline import pipeline
         from videorft.params import update_params
         from videorft.pipeline.dvc import run_lock
+        from videorft.stages import stages_to_force
 
         project = _root(root)
+        stages_to_force(force=force, from_stage=from_stage)  # refuse a bad --from up front
         with run_lock(project):
             params = update_params(project / "params.yaml", preset=preset, overrides=set_ or [])
             outcomes = pipeline(root=str(project), force=force, from_stage=from_stage)
-    except VideoRFTError as exc:
+    except (VideoRFTError, KeyError) as exc:
         _fail(exc)
         return
     if as_json:

@@ -24,3 +24,14 @@ def get_stage(name: str) -> StageFn:
     if name not in STAGES:
         raise KeyError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
     return importlib.import_module(f"videorft.stages.{name}").run
+
+
+def stages_to_force(*, force: bool = False, from_stage: str | None = None) -> set[str]:
+    """Stages to rerun regardless of DVC: all (`force`), or `from_stage` and every later one."""
+    if force:
+        return set(STAGES)
+    if from_stage is None:
+        return set()
+    if from_stage not in STAGES:
+        raise KeyError(f"unknown stage {from_stage!r} (stages: {', '.join(STAGES)})")
+    return set(STAGES[STAGES.index(from_stage) :])

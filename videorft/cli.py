@@ -41,6 +41,8 @@ app = typer.Typer(
 )
 params_app = typer.Typer(help="Show, document and change params.yaml.", no_args_is_help=True)
 app.add_typer(params_app, name="params")
+model_app = typer.Typer(help="Build and inspect policy models.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 console = Console(stderr=True)
 
 RootOption = Annotated[
@@ -230,3 +232,20 @@ def params_apply(
         _fail(exc)
         return
     print(f"params.yaml updated (preset: {params.preset})")
+
+
+@model_app.command("build-tiny")
+def model_build_tiny(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Build the embedded default policy: a small, randomly initialised Qwen2.5-VL with a
+    locally trained tokenizer and Qwen's processors, saved with save_pretrained (offline)."""
+    from videorft.model import build_tiny_model
+
+    try:
+        path = build_tiny_model(out_dir, seed=seed)
+    except (FileExistsError, ValueError) as exc:
+        _fail(exc)
+        return
+    print(f"tiny Qwen2.5-VL written to {path}")

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.table import Table
 
 from videorft import __version__
 from videorft.errors import VideoRFTError
+
+if TYPE_CHECKING:
+    from videorft.params import Params
 
 app = typer.Typer(
     name="videorft",
@@ -182,37 +185,37 @@ def params_describe() -> None:
     from videorft.params import describe
 
     table = Table(show_lines=False)
-    for column in ("parameter", "default", "meaning"):
-        table.add_column(column)
+    table.add_column("parameter", no_wrap=True)
+    table.add_column("default")
+    table.add_column("meaning")
     for name, default, text in describe():
         table.add_row(name, default, text)
     Console().print(table)
 
 
-@params_app.command("show")
-def params_show(root: RootOption = Path(".")) -> None:
-    """The effective parameters (validated) as JSON."""
+def _load_params(root: Path) -> Params:
+    """The project's validated params, or a clean exit naming the problem."""
     from videorft.params import load_params
 
     try:
-        params = load_params(_root(root) / "params.yaml")
+        return load_params(_root(root) / "params.yaml")
     except VideoRFTError as exc:
         _fail(exc)
-        return
+        raise  # unreachable: _fail exits
+
+
+@params_app.command("show")
+def params_show(root: RootOption = Path(".")) -> None:
+    """The effective parameters (validated) as JSON."""
+    params = _load_params(root)
     json.dump(params.model_dump(exclude={"presets"}), sys.stdout, indent=2)
     print()
 
 
 @params_app.command("presets")
 def params_presets(root: RootOption = Path(".")) -> None:
-    """List the named presets."""
-    from videorft.params import load_params
-
-    try:
-        params = load_params(_root(root) / "params.yaml")
-    except VideoRFTError as exc:
-        _fail(exc)
-        return
+    """List the named presets (* marks the one last applied)."""
+    params = _load_params(root)
     for name in params.presets:
         print(f"{'*' if name == params.preset else ' '} {name}")
 

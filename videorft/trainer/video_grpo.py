@@ -1,0 +1,349 @@
+"""GRPO on pre-extracted videos: TRL's GRPOTrainer with the video carried into every forward.
+
+Why this exists: TRL 1.16's ``GRPOTrainer`` only knows *images*. Its log-prob passes
+(``_get_per_token_logps_and_entropies``: policy with grad, old policy, reference) accept
+``pixel_values``/``image_grid_thw`` but no ``pixel_values_videos``/``video_grid_thw``/
+``second_per_grid_ts``, and the dict that ``_generate_and_score_completions`` hands to
+``_compute_loss`` drops them too. With a video prompt, the ``<|video_pad|>`` tokens then get
+their plain token embedding instead of visual features: training silently becomes text-only
+and the vision tower never receives a gradient. Its dataset path also has no way to take
+frames that are already sampled and sized (it would let the processor load, re-sample to its
+default fps and resize).
+
+Data contract (one video per prompt):
+
+* ``prompt``: a conversational prompt whose user message holds a ``{"type": "video"}`` part
+  (where Qwen's chat template puts ``<|vision_start|><|video_pad|><|vision_end|>``);
+* the frames and their real sampling rate, returned by ``video_loader(row)`` as
+  ``(uint8 [T, H, W, 3], fps)``. The default loader reads the row's ``video`` and
+  ``video_fps`` columns; pass a loader over the frame store for real data so rows stay small.
+
+The frames are fed to the processor with ``do_sample_frames=False, do_resize=False`` and
+metadata describing the frames themselves, so every stored frame is used as is and
+``second_per_grid_ts = temporal_patch_size / fps`` (see :mod:`videorft.model.inputs` for why
+the metadata matters).
+
+Override surface, all calling ``super()`` for everything that is not video:
+
+* ``_generate_and_score_completions``: loads and processes the videos of the generation batch,
+  makes them the *active* video for the duration of the parent call (whose old-policy and
+  reference passes then see it), and adds them, per sample, to the returned batch;
+* ``_tokenize_prompts``: builds prompt ids and generation inputs with the processor;
+* ``_compute_loss``: makes the batch's (shuffled, split) per-sample videos active;
+* ``_get_per_token_logps_and_entropies``: while a video is active, the forward with the video
+  tensors sliced to each micro-batch; otherwise the parent's.
+* ``_set_signature_columns_if_needed``: keeps the video columns if columns are pruned.
+
+The "active video" is instance state set only inside a ``with`` block: the parent calls the
+log-prob pass from deep inside ``_generate_and_score_completions`` with a locally built
+``forward_kwargs`` that cannot be reached any other way short of copying that 600-line method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from trl import GRPOTrainer
+from trl.data_utils import is_conversational
+
+VideoLoader = Callable[[dict[str, Any]], tuple[Any, float]]
+
+#: Keys of the per-sample video fields in the batch handed from generation to the loss.
+VIDEO_KEYS: tuple[str, ...] = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
+def row_video(row: dict[str, Any]) -> tuple[Any, float]:
+    """Default :data:`VideoLoader`: frames in the row's ``video`` column, fps in ``video_fps``."""
+    return row["video"], float(row["video_fps"])
+
+
+@dataclass
+class VideoBatch:
+    """The videos of a batch, one per sample, so they can be shuffled and sliced with it.
+
+    ``pixel_values_videos[i]`` holds sample i's ``prod(video_grid_thw[i])`` patch rows.
+    """
+
+    pixel_values_videos: list[torch.Tensor]
+    video_grid_thw: torch.Tensor  # [B, 3]
+    second_per_grid_ts: torch.Tensor  # [B]
+
+    def __len__(self) -> int:
+        return len(self.pixel_values_videos)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Fields for the generation-to-loss batch (lists/tensors indexed by sample)."""
+        return {
+            "pixel_values_videos": self.pixel_values_videos,
+            "video_grid_thw": self.video_grid_thw,
+            "second_per_grid_ts": self.second_per_grid_ts,
+        }
+
+    @classmethod
+    def from_inputs(cls, inputs: dict[str, Any]) -> VideoBatch | None:
+        """The batch's videos as :meth:`as_dict` stored them (after TRL's shuffle/split)."""
+        if "pixel_values_videos" not in inputs:
+            return None
+        return cls(
+            pixel_values_videos=list(inputs["pixel_values_videos"]),
+            video_grid_thw=inputs["video_grid_thw"],
+            second_per_grid_ts=inputs["second_per_grid_ts"],
+        )
+
+    def forward_kwargs(self, start: int, end: int) -> dict[str, torch.Tensor]:
+        """Model kwargs for samples ``start:end``: their patch rows, grids and time spacing."""
+        return {
+            "pixel_values_videos": torch.cat(self.pixel_values_videos[start:end], dim=0),
+            "video_grid_thw": self.video_grid_thw[start:end],
+            "second_per_grid_ts": self.second_per_grid_ts[start:end],
+        }
+
+
+def _check_frames(frames: Any, fps: float, factor: int, index: int) -> np.ndarray:
+    """Frames as a uint8 [T, H, W, 3] array, checked: the processor fails obscurely otherwise."""
+    array = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"row {index}: video frames must be uint8, got {array.dtype}")
+        array = array.astype(np.uint8)
+    if array.ndim != 4 or array.shape[-1] != 3 or not len(array):
+        raise ValueError(f"row {index}: expected video frames [T, H, W, 3], "
+                         f"got {list(array.shape)}")
+    height, width = array.shape[1:3]
+    if height % factor or width % factor:
+        raise ValueError(f"row {index}: frames are {height}x{width}, not multiples of {factor}; "
+                         "they would be resized, and must come pre-sized from the frame store")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"row {index}: bad video fps {fps!r}")
+    return np.ascontiguousarray(array)
+
+
+class VideoGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` whose generation and log-prob passes (policy, old, reference) see the video.
+
+    Args are ``GRPOTrainer``'s plus ``video_loader`` (row -> (frames, fps); default
+    :func:`row_video`). Only the local ``transformers.generate`` path is supported: vLLM,
+    tools/environments, ``rollout_func`` and mixing images with videos raise.
+    """
+
+    def __init__(self, *args: Any, video_loader: VideoLoader = row_video, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.use_vllm or self.use_transformers_continuous_batching:
+            raise NotImplementedError("VideoGRPOTrainer supports only transformers.generate")
+        if self.tools or self.environment_factories is not None or self.rollout_func is not None:
+            raise NotImplementedError(
+                "VideoGRPOTrainer does not support tools, environments or rollout_func")
+        if self._video_pad_token_id is None:
+            raise ValueError("the processor's tokenizer has no <|video_pad|> token")
+        self.video_loader = video_loader
+        self._active_video: VideoBatch | None = None
+        self._pending_video_inputs: dict[str, Any] | None = None
+        # A sampled <|video_pad|> in a completion would have no features: the forward would fail
+        # ("video features and tokens do not match"). TRL suppresses only the image token.
+        suppress = list(self.generation_config.suppress_tokens or [])
+        if self._video_pad_token_id not in suppress:
+            suppress.append(self._video_pad_token_id)
+        self.generation_config.suppress_tokens = suppress
+        self.generation_kwargs["suppress_tokens"] = suppress
+
+    # ----------------------------------------------------------------------------- data
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """Keep the default loader's columns when ``remove_unused_columns`` prunes the dataset."""
+        super()._set_signature_columns_if_needed()
+        for column in ("video", "video_fps"):
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
+
+    def _process_videos(
+        self, prompts: Sequence[Any], rows: Sequence[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Processor outputs for the prompts with their rows' videos, unsampled and unresized."""
+        processor = self.processing_class
+        video_processor = processor.video_processor
+        factor = int(video_processor.patch_size) * int(video_processor.merge_size)
+        videos, metadata, rates = [], [], []
+        for index, row in enumerate(rows):
+            frames, fps = self.video_loader(row)
+            array = _check_frames(frames, float(fps), factor, index)
+            count, height, width = array.shape[:3]
+            videos.append(array)
+            rates.append(float(fps))
+            metadata.append({
+                "total_num_frames": count,
+                "fps": float(fps),
+                "frames_indices": list(range(count)),
+                "duration": count / float(fps),
+                "height": height,
+                "width": width,
+            })
+        texts = processor.apply_chat_template(
+            list(prompts),
+            tools=None,
+            chat_template=self.chat_template,
+            add_generation_prompt=True,
+            tokenize=False,
+            **self.chat_template_kwargs,
+        )
+        extra: dict[str, Any] = {}
+        if getattr(video_processor, "cap_pixels_per_frame", False) is None:
+            extra["cap_pixels_per_frame"] = True  # silences a 5.24 deprecation warning; no resize
+        inputs = processor(
+            text=texts,
+            videos=videos,
+            video_metadata=metadata,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+            do_sample_frames=False,
+            do_resize=False,
+            **extra,
+        )
+        if "second_per_grid_ts" in inputs:
+            temporal = int(video_processor.temporal_patch_size)
+            got = [float(v) for v in inputs["second_per_grid_ts"]]
+            want = [temporal / fps for fps in rates]
+            if not all(math.isclose(g, w, rel_tol=1e-6) for g, w in zip(got, want, strict=True)):
+                raise RuntimeError(f"processor gave second_per_grid_ts {got}, expected {want}")
+        else:
+            # Non-Qwen2.5 processors: no absolute time; the model ignores a None.
+            inputs["second_per_grid_ts"] = torch.ones(len(rows))
+        return dict(inputs)
+
+    @staticmethod
+    def _split_videos(inputs: dict[str, Any]) -> VideoBatch:
+        """Per-sample view of flat processor video outputs (rows per video = prod(grid))."""
+        grid = inputs["video_grid_thw"]
+        rows = grid.prod(dim=-1).tolist()
+        pixels = inputs["pixel_values_videos"]
+        if sum(rows) != pixels.size(0):
+            raise ValueError(f"video grids cover {sum(rows)} rows, "
+                             f"pixel_values_videos has {pixels.size(0)}")
+        return VideoBatch(
+            pixel_values_videos=list(torch.split(pixels, rows, dim=0)),
+            video_grid_thw=grid,
+            second_per_grid_ts=torch.as_tensor(inputs["second_per_grid_ts"], dtype=torch.float32),
+        )
+
+    @contextlib.contextmanager
+    def _video_active(self, video: VideoBatch | None) -> Iterator[None]:
+        """Make ``video`` the one the log-prob passes use, for the duration of the block."""
+        previous, self._active_video = self._active_video, video
+        try:
+            yield
+        finally:
+            self._active_video = previous
+
+    # ----------------------------------------------------------------------- overrides
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Parent's rollout + scoring with this batch's videos in generation and old/ref passes."""
+        prompts = [row["prompt"] for row in inputs]
+        if not is_conversational({"prompt": prompts[0]}):
+            raise ValueError(
+                "VideoGRPOTrainer needs conversational prompts with a {'type': 'video'} part")
+        if any("image" in row or "images" in row for row in inputs):
+            raise NotImplementedError("VideoGRPOTrainer does not mix images with videos")
+        processed = self._process_videos(prompts, inputs)
+        video = self._split_videos(processed)
+        device = self.accelerator.device
+        video = VideoBatch(
+            pixel_values_videos=[p.to(device) for p in video.pixel_values_videos],
+            video_grid_thw=video.video_grid_thw.to(device),
+            second_per_grid_ts=video.second_per_grid_ts.to(device),
+        )
+        self._pending_video_inputs = processed
+        try:
+            with self._video_active(video):
+                output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._pending_video_inputs = None
+        if len(video) != output["prompt_ids"].size(0):
+            raise RuntimeError(f"{len(video)} videos for {output['prompt_ids'].size(0)} samples")
+        output.update(video.as_dict())
+        return output
+
+    def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, Any]]:
+        """Prompt ids (video tokens expanded) and the video tensors ``generate`` needs."""
+        processed = self._pending_video_inputs
+        if processed is None:
+            return super()._tokenize_prompts(prompts)
+        if len(prompts) != processed["input_ids"].size(0):
+            raise RuntimeError("prompts and processed videos are out of step")
+        ids, mask = processed["input_ids"], processed["attention_mask"].bool()
+        prompt_ids = [row[m].tolist() for row, m in zip(ids, mask, strict=True)]
+        fields: dict[str, Any] = {k: processed[k] for k in VIDEO_KEYS}
+        if "mm_token_type_ids" in processed:
+            # A per-token list: _generate_single_turn left-pads it exactly like the input ids.
+            mm = processed["mm_token_type_ids"]
+            fields["mm_token_type_ids"] = [row[m].tolist() for row, m in zip(mm, mask, strict=True)]
+        return prompt_ids, None, fields
+
+    def _compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """Parent's loss with the micro-batch's own (shuffled, split) videos active."""
+        with self._video_active(VideoBatch.from_inputs(inputs)):
+            return super()._compute_loss(model, inputs)
+
+    def _get_per_token_logps_and_entropies(
+        self,
+        model: torch.nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        logits_to_keep: int,
+        batch_size: int | None = None,
+        compute_entropy: bool = False,
+        compute_aux_loss: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The parent's pass, plus the active video sliced to each chunk of samples.
+
+        Mirrors the parent's loop (chunking, completion-only labels, fused lm head) because the
+        parent builds ``model_inputs`` internally with no hook for extra fields.
+        """
+        video = self._active_video
+        if video is None:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **kwargs,
+            )
+        if kwargs.get("pixel_values") is not None:
+            raise NotImplementedError("VideoGRPOTrainer does not mix images with videos")
+        if len(video) != input_ids.size(0):
+            raise RuntimeError(f"{len(video)} videos for {input_ids.size(0)} sequences")
+        batch_size = batch_size or input_ids.size(0)
+        # Multimodal RoPE needs token types; video tokens only occur in prompts (they are
+        # suppressed in generation), so type 2 exactly where the prompt has <|video_pad|>.
+        mm_token_type_ids = (input_ids == self._video_pad_token_id).long() * 2
+        mm_token_type_ids[:, -logits_to_keep:] = 0
+        all_logps, all_entropies, all_aux = [], [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = min(start + batch_size, input_ids.size(0))
+            ids = input_ids[start:end]
+            mask = attention_mask[start:end]
+            model_inputs = {
+                "input_ids": ids,
+                "attention_mask": mask,
+                "mm_token_type_ids": mm_token_type_ids[start:end],
+                **video.forward_kwargs(start, end),
+            }
+            if compute_aux_loss:
+                model_inputs["output_router_logits"] = True
+            labels = ids.masked_fill(mask == 0, -100)
+            labels[:, :-logits_to_keep] = -100
+            with self.accelerator.autocast():
+                outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
+            all_logps.append(outputs.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                all_entropies.append(outputs.entropy[:, -logits_to_keep:])
+            if compute_aux_loss:
+                all_aux.append(outputs.aux_loss)
+        logps = torch.cat(all_logps, dim=0)
+        entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
+        aux_loss = torch.stack(all_aux).mean() if compute_aux_loss else None
+        return logps, entropies, aux_loss

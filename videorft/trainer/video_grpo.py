@@ -42,7 +42,6 @@ log-prob pass from deep inside ``_generate_and_score_completions`` with a locall
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +50,8 @@ import numpy as np
 import torch
 from trl import GRPOTrainer
 from trl.data_utils import is_conversational
+
+from videorft.model.inputs import process_videos
 
 VideoLoader = Callable[[dict[str, Any]], tuple[Any, float]]
 
@@ -105,23 +106,14 @@ class VideoBatch:
         }
 
 
-def _check_frames(frames: Any, fps: float, factor: int, index: int) -> np.ndarray:
-    """Frames as a uint8 [T, H, W, 3] array, checked: the processor fails obscurely otherwise."""
+def _as_uint8(frames: Any, index: int) -> np.ndarray:
+    """A loader's frames (array or tensor, any integer dtype) as a uint8 numpy array."""
     array = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.integer):
             raise ValueError(f"row {index}: video frames must be uint8, got {array.dtype}")
         array = array.astype(np.uint8)
-    if array.ndim != 4 or array.shape[-1] != 3 or not len(array):
-        raise ValueError(f"row {index}: expected video frames [T, H, W, 3], "
-                         f"got {list(array.shape)}")
-    height, width = array.shape[1:3]
-    if height % factor or width % factor:
-        raise ValueError(f"row {index}: frames are {height}x{width}, not multiples of {factor}; "
-                         "they would be resized, and must come pre-sized from the frame store")
-    if not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"row {index}: bad video fps {fps!r}")
-    return np.ascontiguousarray(array)
+    return array
 
 
 class VideoGRPOTrainer(GRPOTrainer):
@@ -166,23 +158,10 @@ class VideoGRPOTrainer(GRPOTrainer):
     ) -> dict[str, Any]:
         """Processor outputs for the prompts with their rows' videos, unsampled and unresized."""
         processor = self.processing_class
-        video_processor = processor.video_processor
-        factor = int(video_processor.patch_size) * int(video_processor.merge_size)
-        videos, metadata, rates = [], [], []
+        videos = []
         for index, row in enumerate(rows):
             frames, fps = self.video_loader(row)
-            array = _check_frames(frames, float(fps), factor, index)
-            count, height, width = array.shape[:3]
-            videos.append(array)
-            rates.append(float(fps))
-            metadata.append({
-                "total_num_frames": count,
-                "fps": float(fps),
-                "frames_indices": list(range(count)),
-                "duration": count / float(fps),
-                "height": height,
-                "width": width,
-            })
+            videos.append((_as_uint8(frames, index), float(fps)))
         texts = processor.apply_chat_template(
             list(prompts),
             tools=None,
@@ -191,27 +170,10 @@ class VideoGRPOTrainer(GRPOTrainer):
             tokenize=False,
             **self.chat_template_kwargs,
         )
-        extra: dict[str, Any] = {}
-        if getattr(video_processor, "cap_pixels_per_frame", False) is None:
-            extra["cap_pixels_per_frame"] = True  # silences a 5.24 deprecation warning; no resize
-        inputs = processor(
-            text=texts,
-            videos=videos,
-            video_metadata=metadata,
-            padding=True,
-            padding_side="left",
-            return_tensors="pt",
-            do_sample_frames=False,
-            do_resize=False,
-            **extra,
+        inputs = process_videos(
+            processor, texts, videos, names=[f"row {i}" for i in range(len(rows))]
         )
-        if "second_per_grid_ts" in inputs:
-            temporal = int(video_processor.temporal_patch_size)
-            got = [float(v) for v in inputs["second_per_grid_ts"]]
-            want = [temporal / fps for fps in rates]
-            if not all(math.isclose(g, w, rel_tol=1e-6) for g, w in zip(got, want, strict=True)):
-                raise RuntimeError(f"processor gave second_per_grid_ts {got}, expected {want}")
-        else:
+        if "second_per_grid_ts" not in inputs:
             # Non-Qwen2.5 processors: no absolute time; the model ignores a None.
             inputs["second_per_grid_ts"] = torch.ones(len(rows))
         return dict(inputs)

@@ -102,13 +102,14 @@ def _locked_stage(root: Path, stage: str) -> dict[str, Any]:
     return (YAML(typ="safe").load(lock_path.read_text()) or {}).get("stages", {}).get(stage, {})
 
 
-def _param_changes(root: Path, stage: str, params_file: str, section: str) -> list[str]:
+def _param_changes(
+    root: Path, locked: dict[str, Any], params_file: str, section: str
+) -> list[str]:
     """Key-level changes of a params section since the stage last ran (DVC reports the
-    section only): compares dvc.lock's recorded values with params.yaml."""
+    section only): compares the stage's dvc.lock entry `locked` with params.yaml."""
     params_path = root / params_file
     if not params_path.exists():
         return []
-    locked = _locked_stage(root, stage)
     before = _flatten({section: locked.get("params", {}).get(params_file, {}).get(section)})
     current: Any = YAML(typ="safe").load(params_path.read_text()) or {}
     for part in section.split("."):
@@ -121,7 +122,7 @@ def _param_changes(root: Path, stage: str, params_file: str, section: str) -> li
     ]
 
 
-def _describe_change(root: Path, stage: str, entry: Any) -> list[str]:
+def _describe_change(root: Path, locked: dict[str, Any], entry: Any) -> list[str]:
     """Turn one `dvc status --json` entry into short human reasons."""
     if isinstance(entry, str):
         return [entry]
@@ -136,14 +137,15 @@ def _describe_change(root: Path, stage: str, entry: Any) -> list[str]:
                 continue
             # params: {"params.yaml": {"section": "modified"}}: name the keys that changed.
             for section, what in how.items():
-                detail = _param_changes(root, stage, item, section) if what == "modified" else []
+                detail = _param_changes(root, locked, item, section) if what == "modified" else []
                 reasons.extend(detail or [f"param {section} {what}"])
     return reasons
 
 
 def stage_status(root: Path, stage: str) -> list[str]:
     """Why `stage` would rerun (empty list: up to date)."""
-    if not _locked_stage(root, stage):
+    locked = _locked_stage(root, stage)
+    if not locked:
         return ["never run"]
     code, lines = dvc(["status", "--json", stage], root)
     text = "\n".join(lines).strip()
@@ -153,7 +155,7 @@ def stage_status(root: Path, stage: str) -> list[str]:
     status = json.loads(text[start:]) if start >= 0 else {}
     reasons: list[str] = []
     for entry in status.get(stage, []):
-        reasons.extend(_describe_change(root, stage, entry))
+        reasons.extend(_describe_change(root, locked, entry))
     return reasons
 
 

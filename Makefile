@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extract_frames.py
+	$(BIN)/python benchmarks/grpo_step.py
 
 clean:
 	rm -rf data reports/*.json .dvc/cache .dvc/tmp

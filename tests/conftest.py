@@ -10,3 +10,52 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# ------------------------------------------------------------------ a small trained-ready project
+
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_params(root: Path, *overrides: str):
+    """A copy of the repo's params.yaml in ``root`` with ``overrides`` applied, loaded."""
+    from videorft.params import load_params, update_params
+
+    path = Path(shutil.copy(ROOT / "params.yaml", root / "params.yaml"))
+    update_params(path, overrides=list(overrides))
+    return load_params(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory):
+    """(root, params): the data stages run on 2 synthetic videos per task, plus the tiny model
+    built at ``root / "tiny-model"``. Session-scoped and shared: treat it as read-only (copy
+    what you change)."""
+    from videorft.model.tiny import build_tiny_model
+    from videorft.stages import get_stage
+
+    root = tmp_path_factory.mktemp("tiny-project")
+    params = project_params(
+        root,
+        "download.sources.0.options.samples_per_task="
+        "{temporal_grounding: 2, tracking: 2, grounded_qa: 2, mcq: 2}",
+        "build_dataset.val_fraction=0.25",
+    )
+    for stage in ("download", "extract_frames", "build_dataset"):
+        get_stage(stage)(params, root)
+    build_tiny_model(root / "tiny-model", seed=0)
+    return root, params
+
+
+# Two xdist workers on two cores: one torch thread each, or they oversubscribe the CPU (steps
+# measured 10x slower). Subprocesses (DVC stages, CLI runs) inherit OMP_NUM_THREADS.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)

@@ -29,7 +29,7 @@ from videorft.model import (
 from videorft.model.tiny import NON_SPECIAL_ADDED_TOKENS, PROVENANCE_FILE, SPECIAL_TOKENS
 from videorft.params import load_params, update_params
 from videorft.prompts import build_prompt, format_box, format_options
-from videorft.stages import STAGES, get_stage
+from videorft.stages import DATA_STAGES, get_stage
 from videorft.video.extract import FrameStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, An
         "build_dataset.val_fraction=0.0",
     ])
     params = load_params(path)
-    for name in STAGES:
+    for name in DATA_STAGES:
         get_stage(name)(params, root)
     rows = list(read_jsonl(root / params.paths.dataset / "train.jsonl"))
     assert len(rows) == 4

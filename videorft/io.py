@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -144,3 +145,22 @@ def safe_join(root: str | os.PathLike, rel: str, **where: str | None) -> Path:
             **where,
         )
     return target
+
+
+def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Move the folder ``new`` to ``dest`` (same filesystem) by renames only. An existing
+    ``dest`` is first moved aside and deleted once ``new`` is in place; if that rename fails
+    the previous ``dest`` is put back. So ``dest`` is never a half-written folder."""
+    new, dest = Path(new), Path(dest)
+    if not dest.exists() and not dest.is_symlink():
+        os.replace(new, dest)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+    os.replace(dest, old / "previous")
+    try:
+        os.replace(new, dest)
+    except BaseException:
+        os.replace(old / "previous", dest)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)

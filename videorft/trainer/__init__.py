@@ -1,5 +1,14 @@
 """GRPO trainers for video LLMs (see :mod:`videorft.trainer.video_grpo`)."""
 
-from videorft.trainer.video_grpo import VIDEO_KEYS, VideoBatch, VideoGRPOTrainer, row_video
+from videorft.trainer.video_grpo import (
+    GROUP_KEY,
+    VIDEO_KEYS,
+    VideoBatch,
+    VideoGRPOTrainer,
+    row_video,
+    shuffle_by_group,
+)
 
-__all__ = ["VIDEO_KEYS", "VideoBatch", "VideoGRPOTrainer", "row_video"]
+__all__ = [
+    "GROUP_KEY", "VIDEO_KEYS", "VideoBatch", "VideoGRPOTrainer", "row_video", "shuffle_by_group",
+]

@@ -31,7 +31,11 @@ Override surface, all calling ``super()`` for everything that is not video:
 * ``_tokenize_prompts``: builds prompt ids and generation inputs with the processor;
 * ``_compute_loss``: makes the batch's (shuffled, split) per-sample videos active;
 * ``_get_per_token_logps_and_entropies``: while a video is active, the forward with the video
-  tensors sliced to each micro-batch; otherwise the parent's.
+  tensors sliced to each micro-batch (with ``shared_prompt``: one prompt pass per group of rows
+  with the same prompt and video, see :mod:`videorft.trainer.shared_prompt`); otherwise the
+  parent's.
+* ``_prepare_inputs`` (``shared_prompt`` only): shuffles the generation batch by whole groups,
+  so micro-batches keep a group's rows together and the prompt pass is shared.
 * ``_set_signature_columns_if_needed``: keeps the video columns if columns are pruned.
 
 The "active video" is instance state set only inside a ``with`` block: the parent calls the
@@ -42,21 +46,26 @@ log-prob pass from deep inside ``_generate_and_score_completions`` with a locall
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from trl import GRPOTrainer
 from trl.data_utils import is_conversational
 
 from videorft.model.inputs import process_videos
+from videorft.trainer.shared_prompt import plain_logps, prompt_group_ids, shared_prompt_logps
 
 VideoLoader = Callable[[dict[str, Any]], tuple[Any, float]]
 
 #: Keys of the per-sample video fields in the batch handed from generation to the loss.
 VIDEO_KEYS: tuple[str, ...] = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+#: Key of the per-sample prompt group id (same prompt ids and same video) in that batch.
+GROUP_KEY = "video_group_ids"
 
 
 def row_video(row: dict[str, Any]) -> tuple[Any, float]:
@@ -68,23 +77,29 @@ def row_video(row: dict[str, Any]) -> tuple[Any, float]:
 class VideoBatch:
     """The videos of a batch, one per sample, so they can be shuffled and sliced with it.
 
-    ``pixel_values_videos[i]`` holds sample i's ``prod(video_grid_thw[i])`` patch rows.
+    ``pixel_values_videos[i]`` holds sample i's ``prod(video_grid_thw[i])`` patch rows;
+    ``group_ids[i]`` its prompt group (:func:`~videorft.trainer.shared_prompt.prompt_group_ids`),
+    set at generation time so it travels with the sample through TRL's shuffle and split.
     """
 
     pixel_values_videos: list[torch.Tensor]
     video_grid_thw: torch.Tensor  # [B, 3]
     second_per_grid_ts: torch.Tensor  # [B]
+    group_ids: torch.Tensor | None = None  # [B]
 
     def __len__(self) -> int:
         return len(self.pixel_values_videos)
 
     def as_dict(self) -> dict[str, Any]:
         """Fields for the generation-to-loss batch (lists/tensors indexed by sample)."""
-        return {
+        fields: dict[str, Any] = {
             "pixel_values_videos": self.pixel_values_videos,
             "video_grid_thw": self.video_grid_thw,
             "second_per_grid_ts": self.second_per_grid_ts,
         }
+        if self.group_ids is not None:
+            fields[GROUP_KEY] = self.group_ids
+        return fields
 
     @classmethod
     def from_inputs(cls, inputs: dict[str, Any]) -> VideoBatch | None:
@@ -95,6 +110,7 @@ class VideoBatch:
             pixel_values_videos=list(inputs["pixel_values_videos"]),
             video_grid_thw=inputs["video_grid_thw"],
             second_per_grid_ts=inputs["second_per_grid_ts"],
+            group_ids=inputs.get(GROUP_KEY),
         )
 
     def forward_kwargs(self, start: int, end: int) -> dict[str, torch.Tensor]:
@@ -104,6 +120,30 @@ class VideoBatch:
             "video_grid_thw": self.video_grid_thw[start:end],
             "second_per_grid_ts": self.second_per_grid_ts[start:end],
         }
+
+
+def shuffle_by_group(batch: dict[str, Any], key: str = GROUP_KEY) -> dict[str, Any]:
+    """TRL's ``shuffle_sequence_dict`` at group granularity, so ``split_tensor_dict`` hands out
+    whole groups: TRL's random row order, then each row pulled up to its group's first row.
+
+    Same random draw as TRL (``randperm`` over rows), so switching ``shared_prompt`` leaves the
+    RNG stream, and hence later sampling, unchanged; a single group gets TRL's exact order.
+    """
+    order = torch.randperm(len(batch[key]))
+    _, group = torch.unique(batch[key].cpu()[order], return_inverse=True)
+    first_seen = torch.full((len(order),), len(order), dtype=torch.long)
+    first_seen = first_seen.scatter_reduce(0, group, torch.arange(len(order)), reduce="amin")
+    # Stable sort on the position where the row's group first shows up in TRL's order.
+    permutation = order[torch.sort(first_seen[group], stable=True).indices]
+
+    def permute(value: Any) -> Any:
+        if value is None or (isinstance(value, torch.Tensor) and value.ndim == 0):
+            return value
+        if isinstance(value, torch.Tensor):
+            return value[permutation.to(value.device)]
+        return [value[i] for i in permutation.tolist()]
+
+    return {name: permute(value) for name, value in batch.items()}
 
 
 def _as_uint8(frames: Any, index: int) -> np.ndarray:
@@ -120,12 +160,25 @@ class VideoGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose generation and log-prob passes (policy, old, reference) see the video.
 
     Args are ``GRPOTrainer``'s plus ``video_loader`` (row -> (frames, fps); default
-    :func:`row_video`). Only the local ``transformers.generate`` path is supported: vLLM,
+    :func:`row_video`) and ``shared_prompt`` (default True: log-prob passes run each group's
+    prompt and video once, see :mod:`videorft.trainer.shared_prompt`; False: one full forward
+    per sample). Only the local ``transformers.generate`` path is supported: vLLM,
     tools/environments, ``rollout_func`` and mixing images with videos raise.
     """
 
-    def __init__(self, *args: Any, video_loader: VideoLoader = row_video, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, video_loader: VideoLoader = row_video,
+                 shared_prompt: bool = True, **kwargs: Any) -> None:
+        self.shared_prompt = shared_prompt
         super().__init__(*args, **kwargs)
+        # transformers 5.24 reads the activation_* names (gradient_* are deprecated aliases).
+        checkpointing = getattr(self.args, "activation_checkpointing",
+                                self.args.gradient_checkpointing)
+        gc_kwargs = getattr(self.args, "activation_checkpointing_kwargs",
+                            self.args.gradient_checkpointing_kwargs) or {}
+        if shared_prompt and checkpointing and gc_kwargs.get("use_reentrant"):
+            raise ValueError("shared_prompt needs non-reentrant gradient checkpointing (reentrant "
+                             "cuts the prompt's keys/values from the graph); set "
+                             "gradient_checkpointing_kwargs={'use_reentrant': False}")
         if self.use_vllm or self.use_transformers_continuous_batching:
             raise NotImplementedError("VideoGRPOTrainer supports only transformers.generate")
         if self.tools or self.environment_factories is not None or self.rollout_func is not None:
@@ -220,6 +273,10 @@ class VideoGRPOTrainer(GRPOTrainer):
             video_grid_thw=video.video_grid_thw.to(device),
             second_per_grid_ts=video.second_per_grid_ts.to(device),
         )
+        if self.shared_prompt:
+            video.group_ids = prompt_group_ids(
+                processed["input_ids"].to(device), processed["attention_mask"].to(device),
+                video.pixel_values_videos, video.video_grid_thw, video.second_per_grid_ts)
         self._pending_video_inputs = processed
         try:
             with self._video_active(video):
@@ -247,6 +304,36 @@ class VideoGRPOTrainer(GRPOTrainer):
             fields["mm_token_type_ids"] = [row[m].tolist() for row, m in zip(mm, mask, strict=True)]
         return prompt_ids, None, fields
 
+    def _prepare_inputs(self, generation_batch: Any) -> dict[str, Any]:
+        """Parent's, but with ``shared_prompt`` the generation batch is shuffled by whole groups.
+
+        TRL shuffles rows across the generation batch before splitting it into micro-batches,
+        which scatters each group over several micro-batches (and the prompt pass is then run
+        once per piece). Only that shuffle is swapped, for the duration of the call; a TRL
+        that stops calling it makes this raise instead of silently losing the grouping.
+        """
+        if not self.shared_prompt:
+            return super()._prepare_inputs(generation_batch)
+        module = sys.modules[GRPOTrainer.__module__]
+        original = module.shuffle_sequence_dict
+        calls = 0
+
+        def shuffle(batch: dict[str, Any]) -> dict[str, Any]:
+            nonlocal calls
+            calls += 1
+            return shuffle_by_group(batch) if GROUP_KEY in batch else original(batch)
+
+        before = self._buffered_inputs
+        module.shuffle_sequence_dict = shuffle
+        try:
+            inputs = super()._prepare_inputs(generation_batch)
+        finally:
+            module.shuffle_sequence_dict = original
+        if self._buffered_inputs is not before and not calls:
+            raise RuntimeError("TRL's _prepare_inputs no longer shuffles with "
+                               "shuffle_sequence_dict; update VideoGRPOTrainer._prepare_inputs")
+        return inputs
+
     def _compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         """Parent's loss with the micro-batch's own (shuffled, split) videos active."""
         with self._video_active(VideoBatch.from_inputs(inputs)):
@@ -266,7 +353,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         """The parent's pass, plus the active video sliced to each chunk of samples.
 
         Mirrors the parent's loop (chunking, completion-only labels, fused lm head) because the
-        parent builds ``model_inputs`` internally with no hook for extra fields.
+        parent builds ``model_inputs`` internally with no hook for extra fields. With
+        ``shared_prompt`` and group ids, each chunk runs one prompt pass per group.
         """
         video = self._active_video
         if video is None:
@@ -278,33 +366,39 @@ class VideoGRPOTrainer(GRPOTrainer):
             raise NotImplementedError("VideoGRPOTrainer does not mix images with videos")
         if len(video) != input_ids.size(0):
             raise RuntimeError(f"{len(video)} videos for {input_ids.size(0)} sequences")
+        shared = self.shared_prompt and video.group_ids is not None
+        if shared and compute_aux_loss:
+            raise NotImplementedError("shared_prompt passes do not compute the MoE aux loss; "
+                                      "use shared_prompt=False")
+        # DDP must see one forward per backward: the prompt pass bypasses the wrapper; DDP's
+        # unused-parameter search reaches it through the completion pass's keys/values.
+        prefix_model = model.module if isinstance(model, DistributedDataParallel) else model
         batch_size = batch_size or input_ids.size(0)
-        # Multimodal RoPE needs token types; video tokens only occur in prompts (they are
-        # suppressed in generation), so type 2 exactly where the prompt has <|video_pad|>.
-        mm_token_type_ids = (input_ids == self._video_pad_token_id).long() * 2
-        mm_token_type_ids[:, -logits_to_keep:] = 0
         all_logps, all_entropies, all_aux = [], [], []
         for start in range(0, input_ids.size(0), batch_size):
             end = min(start + batch_size, input_ids.size(0))
-            ids = input_ids[start:end]
-            mask = attention_mask[start:end]
-            model_inputs = {
-                "input_ids": ids,
-                "attention_mask": mask,
-                "mm_token_type_ids": mm_token_type_ids[start:end],
-                **video.forward_kwargs(start, end),
-            }
-            if compute_aux_loss:
-                model_inputs["output_router_logits"] = True
-            labels = ids.masked_fill(mask == 0, -100)
-            labels[:, :-logits_to_keep] = -100
+            ids, mask = input_ids[start:end], attention_mask[start:end]
             with self.accelerator.autocast():
-                outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
-            all_logps.append(outputs.log_probs[:, -logits_to_keep:])
-            if compute_entropy:
-                all_entropies.append(outputs.entropy[:, -logits_to_keep:])
-            if compute_aux_loss:
-                all_aux.append(outputs.aux_loss)
+                if shared:
+                    logps, entropy = shared_prompt_logps(
+                        model, ids, mask, logits_to_keep,
+                        group_ids=video.group_ids[start:end],
+                        pixel_values_videos=video.pixel_values_videos[start:end],
+                        video_grid_thw=video.video_grid_thw[start:end],
+                        second_per_grid_ts=video.second_per_grid_ts[start:end],
+                        video_token_id=self._video_pad_token_id,
+                        compute_entropy=compute_entropy, prefix_model=prefix_model,
+                    )
+                    aux = None
+                else:
+                    logps, entropy, aux = plain_logps(
+                        model, ids, mask, logits_to_keep, **video.forward_kwargs(start, end),
+                        video_token_id=self._video_pad_token_id,
+                        compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss,
+                    )
+            all_logps.append(logps)
+            all_entropies.append(entropy)
+            all_aux.append(aux)
         logps = torch.cat(all_logps, dim=0)
         entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
         aux_loss = torch.stack(all_aux).mean() if compute_aux_loss else None

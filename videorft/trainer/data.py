@@ -1,0 +1,127 @@
+"""Dataset rows (``build_dataset``'s JSONL) as trainer inputs, with videos from the frame store.
+
+Rows stay small: each names its frames by ``frames_key``; the trainer asks
+:func:`frame_store_loader` for ``(frames, fps)`` when it builds a batch, so nothing decodes a
+video during training and the dataset never holds pixels.
+
+:func:`reference_answer` writes the answer a perfect model would give, in the exact format the
+rewards parse; the warm start trains on it, and the tests check that it scores 1.0 on every
+reward component (one definition of the format, shared with :mod:`videorft.rewards`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videorft.errors import DataValidationError
+from videorft.io import read_jsonl
+from videorft.model.inputs import row_messages
+from videorft.video.extract import FrameStore
+
+#: Columns the trainers need from a dataset row (the rest is left out of the HF dataset).
+TRAIN_COLUMNS: tuple[str, ...] = ("id", "task", "solution", "thinking", "frames_key", "sample_fps")
+
+VideoLoader = Callable[[dict[str, Any]], tuple[np.ndarray, float]]
+
+
+def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
+    """The rows of ``split`` (``train``/``val``/``test``), checked to have what training needs."""
+    path = Path(dataset_dir) / f"{split}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found (run the build_dataset stage first)")
+    rows = list(read_jsonl(path))
+    for number, row in enumerate(rows, start=1):
+        missing = [c for c in ("prompt", *TRAIN_COLUMNS) if c not in row]
+        if missing:
+            raise DataValidationError(f"line {number}: row lacks {', '.join(missing)}",
+                                      file=str(path))
+    return rows
+
+
+def to_trainer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as TRL wants them: a conversational ``prompt`` plus the reward/loader columns.
+
+    ``solution`` is JSON-encoded: its shape differs per task (a span, 8 boxes, a dict), which a
+    single Arrow column cannot hold; the rewards decode it.
+    """
+    return [
+        {
+            "prompt": row_messages(row),
+            "id": row["id"],
+            "task": row["task"],
+            "solution": json.dumps(row["solution"]),
+            "thinking": bool(row["thinking"]),
+            "frames_key": row["frames_key"],
+            "sample_fps": float(row["sample_fps"]),
+        }
+        for row in rows
+    ]
+
+
+def to_hf_dataset(rows: list[dict[str, Any]]) -> Any:
+    """A ``datasets.Dataset`` of :func:`to_trainer_rows`."""
+    from datasets import Dataset
+
+    return Dataset.from_list(to_trainer_rows(rows))
+
+
+def frame_store_loader(store: FrameStore) -> VideoLoader:
+    """``row -> (uint8 [T, H, W, 3], sample_fps)`` from the frame store; refuses stale rows."""
+
+    def load(row: dict[str, Any]) -> tuple[np.ndarray, float]:
+        key = row["frames_key"]
+        if key not in store:
+            raise DataValidationError(
+                f"{store.store_dir}: no frames for {key!r} (row {row.get('id')!r}); "
+                "re-run extract_frames and build_dataset")
+        fps = float(store.meta(key)["sample_fps"])
+        expected = row.get("sample_fps")
+        if expected is not None and not math.isclose(float(expected), fps, rel_tol=1e-9):
+            raise DataValidationError(
+                f"row {row.get('id')!r}: sample_fps {expected} differs from the frame store's "
+                f"{fps} for {key!r}; the dataset is stale (re-run build_dataset)")
+        return np.array(store.load(key)), fps
+
+    return load
+
+
+def _seconds(value: float) -> str:
+    return f"{float(value):.2f}"
+
+
+def _box(box: list[float]) -> str:
+    return "[" + ", ".join(f"{float(v):.2f}" for v in box) + "]"
+
+
+def _letter(solution: Any) -> str:
+    answer = solution["answer"] if isinstance(solution, dict) else solution
+    return str(answer).strip().strip("()")
+
+
+def reference_answer(task: str, solution: Any, *, thinking: bool) -> str:
+    """The ideal completion for a sample: the reward's format, filled with the ground truth."""
+    if isinstance(solution, str) and task != "mcq":
+        solution = json.loads(solution)
+    if task == "temporal_grounding":
+        start, end = solution
+        answer = f"<answer>{_seconds(start)} to {_seconds(end)}</answer>"
+    elif task == "tracking":
+        answer = "<answer>[" + ", ".join(_box(b) for b in solution) + "]</answer>"
+    elif task == "grounded_qa":
+        glue = ", ".join(f"({_seconds(s)}, {_seconds(e)})" for s, e in solution["glue"])
+        answer = f"<answer>{_letter(solution)}</answer><glue>[{glue}]</glue>"
+    elif task == "mcq":
+        if isinstance(solution, str) and solution.startswith("{"):
+            solution = json.loads(solution)
+        answer = f"<answer>{_letter(solution)}</answer>"
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    if thinking:
+        return "<think>I watch the video and locate the relevant moment.</think>" + answer
+    return answer

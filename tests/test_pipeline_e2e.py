@@ -25,7 +25,18 @@ SMALL = [
     "download.sources.0.options.samples_per_task="
     "{temporal_grounding: 2, tracking: 2, grounded_qa: 2, mcq: 2}",
     "download.sources.0.options.max_duration_s=5.0",
+    # Training kept to a few steps: this file tests orchestration, not learning.
+    "warm_start.max_steps=3",
+    "train.max_steps=2",
+    "train.save_steps=1",
+    "train.num_generations=2",
+    "train.per_device_train_batch_size=2",  # one prompt per step: any split fits
+    "train.max_completion_length=8",
+    "evaluate.max_new_tokens=8",
+    # A few training steps prove nothing about quality: the gate is tested in test_publish.
+    "publish.gate.max_regression=1.0",
 ]
+N_STAGES = 8
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -90,19 +101,54 @@ def _outputs(proj: Path) -> dict[str, bytes]:
     return {str(f.relative_to(proj)): f.read_bytes() for f in files}
 
 
-def test_run_through_prefect_then_nothing_to_redo(project: Path, tmp_path: Path) -> None:
+SECRETS = {"HF_TOKEN": "hf_e2eSECRETtoken0123456789",
+           "AWS_SECRET_ACCESS_KEY": "e2eSECRETawsKey98765"}
+
+
+def _files_holding(folder: Path, secret: bytes) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+
+def test_run_through_prefect_then_nothing_to_redo(
+    project: Path, tmp_path: Path, s3_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Publish to the loopback S3 server too, with secrets in the environment that the run uses
+    # (AWS) or could leak (HF token): afterwards no file, log or Prefect artifact may hold them.
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    s3_server.create_bucket("models")
+    update_params(project / "params.yaml", overrides=[
+        "publish.targets=[{type: local, uri: registry}, {type: s3, uri: 's3://models/videorft', "
+        f"endpoint_url: '{s3_server.endpoint_url}'}}]"])
     first = _videorft(project, tmp_path, "run")
     assert first.returncode == 0, first.stdout + first.stderr
+    published = json.loads((project / "reports/publish.json").read_text())
+    assert [t["type"] for t in published["targets"]] == ["local", "s3"]
+    assert s3_server.filesystem().exists(
+        f"models/videorft/{published['name']}/{published['version']}/manifest.json")
+    prefect_db = tmp_path / "prefect-home"
+    # The run's logs and artifacts live in the temporary server's database: search it too.
+    assert b"videorft-eval" in b"".join(p.read_bytes() for p in prefect_db.rglob("*.db*"))
+    for secret in SECRETS.values():
+        assert secret not in first.stdout + first.stderr
+        for folder in (project, prefect_db, tmp_path / "prefect-results"):
+            assert not _files_holding(folder, secret.encode()), secret
     stats = json.loads((project / "reports" / "dataset.json").read_text())
     assert stats["counts"]["train"] and sum(sum(c.values()) for c in stats["counts"].values()) == 8
     train = [json.loads(line) for line in (project / "data/dataset/train.jsonl").open()]
     assert all(row["prompt"] and row["frames_key"] for row in train)
     assert (project / "dvc.lock").exists()
+    assert (project / "models/trained/model.safetensors").is_file()
+    assert (project / "reports/train/metrics.json").is_file()
+    evaluation = json.loads((project / "reports/eval/metrics.json").read_text())
+    assert set(evaluation["models"]) == {"base", "warm_start", "trained"}
+    assert (project / "registry" / published["name"] / published["version"]
+            / "manifest.json").is_file()
     produced = _outputs(project)
 
     second = _videorft(project, tmp_path, "run")
     assert second.returncode == 0, second.stdout + second.stderr
-    assert second.stdout.count("skipped (up to date)") == 3, second.stdout
+    assert second.stdout.count("skipped (up to date)") == N_STAGES, second.stdout
     assert _outputs(project) == produced
 
     # One dataset param changed: only build_dataset reruns, and says why.
@@ -111,6 +157,9 @@ def test_run_through_prefect_then_nothing_to_redo(project: Path, tmp_path: Path)
     outcomes = {o["stage"]: o for o in json.loads(third.stdout)}
     assert not outcomes["download"]["ran"] and not outcomes["extract_frames"]["ran"]
     assert outcomes["build_dataset"]["ran"]
+    assert not outcomes["base_model"]["ran"]
+    assert outcomes["warm_start"]["ran"] and outcomes["train"]["ran"]  # new training data
+    assert outcomes["evaluate"]["ran"] and outcomes["publish"]["ran"]
     assert any("build_dataset.val_fraction" in r for r in outcomes["build_dataset"]["reasons"])
 
 
@@ -123,7 +172,7 @@ def test_dvc_repro_alone_then_up_to_date(project: Path, tmp_path: Path) -> None:
     assert "didn't change, skipping" in second.stdout
     assert "Running stage" not in second.stdout
     status = _videorft(project, tmp_path, "status")
-    assert status.returncode == 0 and status.stdout.count("up to date") == 3, status.stdout
+    assert status.returncode == 0 and status.stdout.count("up to date") == N_STAGES, status.stdout
 
 
 def test_second_run_in_same_checkout_is_refused(project: Path, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from videorft.params import Params, load_params, update_params
 from videorft.prompts import build_prompt
 from videorft.records import make_record
 from videorft.sources.synthetic import COLOURS
-from videorft.stages import STAGES, get_stage, stages_to_force
+from videorft.stages import DATA_STAGES, STAGES, get_stage, stages_to_force
 from videorft.stages.build_dataset import assign_split
 from videorft.video.extract import FrameStore
 
@@ -34,7 +34,7 @@ def _params(tmp_path: Path, *overrides: str) -> Params:
 
 
 def _run(params: Params, root: Path, *stages: str) -> dict[str, dict]:
-    return {name: get_stage(name)(params, root) for name in stages or STAGES}
+    return {name: get_stage(name)(params, root) for name in stages or DATA_STAGES}
 
 
 @pytest.fixture(scope="module")
@@ -232,9 +232,16 @@ def test_on_invalid_skip_reports_and_continues(tmp_path: Path) -> None:
     assert len(rejects) == 1 and "c/B_0" in rejects[0]
 
 
-def test_stages_to_force() -> None:
-    assert stages_to_force() == set()
-    assert stages_to_force(force=True) == set(STAGES)
-    assert stages_to_force(from_stage="extract_frames") == {"extract_frames", "build_dataset"}
+def test_stages_to_force_follows_the_dvc_graph() -> None:
+    assert stages_to_force(ROOT) == set()
+    assert stages_to_force(ROOT, force=True) == set(STAGES)
+    # Downstream in dvc.yaml's DAG, not "later in a list": base_model does not read the data.
+    model = {"evaluate", "publish"}
+    assert stages_to_force(ROOT, from_stage="extract_frames") == {
+        "extract_frames", "build_dataset", "warm_start", "train", *model}
+    assert stages_to_force(ROOT, from_stage="base_model") == {
+        "base_model", "warm_start", "train", *model}
+    assert stages_to_force(ROOT, from_stage="train") == {"train", *model}
+    assert stages_to_force(ROOT, from_stage="publish") == {"publish"}
     with pytest.raises(KeyError, match="unknown stage 'trian'"):
-        stages_to_force(from_stage="trian")
+        stages_to_force(ROOT, from_stage="trian")

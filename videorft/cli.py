@@ -111,7 +111,7 @@ def run(
         from videorft.stages import stages_to_force
 
         project = _root(root)
-        stages_to_force(force=force, from_stage=from_stage)  # refuse a bad --from up front
+        stages_to_force(project, force=force, from_stage=from_stage)  # a bad --from: refuse now
         with run_lock(project):
             params = update_params(project / "params.yaml", preset=preset, overrides=set_ or [])
             outcomes = pipeline(root=str(project), force=force, from_stage=from_stage)
@@ -133,9 +133,25 @@ def run(
             f"{o['seconds']:.1f}",
         )
     Console().print(table)
-    dataset = project / params.paths.dataset
-    print(f"dataset: {dataset}  (stats: {project / params.paths.reports / 'dataset.json'})")
-    print(f"frames:  {project / params.paths.frames}")
+    _print_results(project, params)
+
+
+def _print_results(project: Path, params: Params) -> None:
+    """Where a run's results are: data, model, evaluation table, published package."""
+    reports = project / params.paths.reports
+    print(f"dataset:   {project / params.paths.dataset}  (stats: {reports / 'dataset.json'})")
+    print(f"frames:    {project / params.paths.frames}")
+    print(f"model:     {project / params.paths.trained}  (metrics: {reports / 'train'})")
+    table = project / params.paths.evaluation / "table.md"
+    if table.is_file():
+        print(f"eval:      {table}")
+    published = reports / "publish.json"
+    if published.is_file():
+        from videorft.io import read_json
+
+        summary = read_json(published)
+        for target in summary.get("targets") or []:
+            print(f"published: {target['location']}  ({target['status']})")
 
 
 @app.command()
@@ -252,3 +268,47 @@ def model_build_tiny(
         _fail(exc)
         return
     print(f"tiny Qwen2.5-VL written to {path}")
+
+
+@app.command("score")
+def score_command(
+    predictions: Annotated[
+        Path, typer.Argument(help="Predictions JSONL: id, task, completion, solution per line.")
+    ],
+    out: Annotated[Path | None, typer.Option("--out", help="Write the metrics JSON here.")] = None,
+    per_item: Annotated[
+        Path | None,
+        typer.Option("--per-item", help="Write one JSON line per item (format, iou, accuracy)."),
+    ] = None,
+    think: Annotated[
+        bool,
+        typer.Option(
+            "--think/--no-think",
+            help="Expect the <think>..</think><answer>..</answer> format (default), or the "
+            "no-think format <answer>..</answer>.",
+        ),
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the metrics as JSON instead of a table.")
+    ] = False,
+) -> None:
+    """Score model predictions with the training rewards: mIoU and R@k (temporal grounding),
+    AO and SR@k (tracking), accuracy and glue mIoU (grounded QA), accuracy (multiple choice)."""
+    from videorft.evaluation.scoring import METRICS, score_file
+
+    try:
+        metrics = score_file(predictions, thinking=think, out=out, per_item=per_item)
+    except (VideoRFTError, OSError) as exc:
+        _fail(exc)
+        return
+    if as_json:
+        json.dump(metrics, sys.stdout, indent=2)
+        print()
+        return
+    table = Table(title=f"videorft score ({'think' if think else 'no-think'} format, percent)")
+    for column in ("task", "count", "metrics"):
+        table.add_column(column)
+    for task, values in metrics.items():
+        shown = "  ".join(f"{name} {100 * values[name]:.1f}" for name in METRICS[task])
+        table.add_row(task, str(values["count"]), shown)
+    Console().print(table)

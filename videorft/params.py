@@ -50,6 +50,28 @@ class PathsParams(_Section):
         "data/dataset", description="train.jsonl / val.jsonl with prompts, read by the trainer."
     )
     reports: str = Field("reports", description="Small JSON reports that DVC tracks as metrics.")
+    base_model: str = Field(
+        "models/base",
+        description="Stage base_model's output: the built tiny model, or a pointer to the "
+        "hub/local model named in model.name_or_path.",
+    )
+    warm_start: str = Field(
+        "models/warm_start", description="Supervised warm-start model (or a 'skipped' marker)."
+    )
+    checkpoints: str = Field(
+        "models/checkpoints",
+        description="GRPO checkpoints (full training state); persisted so a re-run resumes.",
+    )
+    trained: str = Field("models/trained", description="The final GRPO model and processor.")
+    evaluation: str = Field(
+        "reports/eval",
+        description="Stage evaluate's outputs: raw predictions per model (persisted, so a "
+        "crashed evaluation resumes), per-item scores, metrics, the comparison table, plots.",
+    )
+    package: str = Field(
+        "models/package",
+        description="Stage publish's package: weights, processor, model card, manifest.",
+    )
 
 
 class SourceParams(_Section):
@@ -178,6 +200,207 @@ class BuildDatasetParams(_Section):
     )
 
 
+TASK_NAMES = ("temporal_grounding", "tracking", "grounded_qa", "mcq")
+Task = Literal["temporal_grounding", "tracking", "grounded_qa", "mcq"]
+
+
+class TinyModelParams(_Section):
+    """The embedded default model: a randomly initialised, tiny Qwen2.5-VL built offline."""
+
+    seed: int = Field(0, description="Seed of the random weights (the build is deterministic).")
+
+
+class ModelParams(_Section):
+    """The policy to fine-tune: what stage base_model provides to warm_start/train/evaluate."""
+
+    name_or_path: str = Field(
+        "tiny",
+        description="'tiny': build the embedded random Qwen2.5-VL (offline); otherwise a hub id "
+        "(Qwen/Qwen2.5-VL-7B-Instruct) or a local checkpoint folder, loaded via Auto classes.",
+    )
+    revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit) to pin; null: the default branch."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "bfloat16", description="Weight dtype when loading (paper: bfloat16)."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None, description="Attention kernel; null: transformers' default (sdpa)."
+    )
+    tiny: TinyModelParams = Field(default_factory=TinyModelParams)
+
+
+class LoraParams(_Section):
+    """Optional LoRA adapters (peft) instead of full-parameter training."""
+
+    enabled: bool = Field(False, description="Train LoRA adapters instead of all weights.")
+    r: int = Field(16, gt=0, description="Adapter rank.")
+    alpha: int = Field(32, gt=0, description="Adapter scaling (lora_alpha).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Module names (language model) that get adapters.",
+    )
+
+
+class WarmStartParams(_Section):
+    """Stage `warm_start`: a few steps of SFT on the training answers, so a random (tiny) model
+    answers in the reward's format before GRPO. Off in the paper (GRPO from the instruct
+    model); on in tiny-cpu."""
+
+    enabled: bool = Field(False, description="Run the SFT warm start (else pass the base on).")
+    max_steps: int = Field(100, gt=0, description="Optimiser steps.")
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate (AdamW).")
+    per_device_train_batch_size: int = Field(4, gt=0, description="Samples per device and step.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per step.")
+    seed: int = Field(0, description="Seed of data order and dropout.")
+
+
+class TrainParams(_Section):
+    """Stage `train`: GRPO with rule-based rewards (VideoGRPOTrainer). Field names follow TRL's
+    GRPOConfig where one exists."""
+
+    num_generations: int = Field(8, ge=2, description="Completions per prompt: the group G.")
+    learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate (paper: 1e-6).")
+    lr_scheduler_type: str = Field("constant", description="HF scheduler name.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of steps warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    beta: float = Field(
+        0.04, ge=0,
+        description="KL coefficient against the reference model, k3 estimator (paper: 0.04; "
+        "0 skips the reference model).",
+    )
+    epsilon: float = Field(0.2, gt=0, description="PPO clip range of the importance ratio.")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        "grpo",
+        description="Loss normalisation. grpo: per-sequence token mean, then batch mean (paper).",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="Advantage = (r - group mean) / std; std per group (paper)."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (paper: 1.0).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
+    max_completion_length: int = Field(
+        1024, gt=0, description="Completion tokens at most (paper: 1024)."
+    )
+    num_iterations: int = Field(
+        1, ge=1, description="Optimisation passes per generation batch (paper: 1, no clipping)."
+    )
+    num_train_epochs: float = Field(1.0, gt=0, description="Epochs (paper: 1).")
+    max_steps: int = Field(-1, description="Optimiser steps; -1: run num_train_epochs.")
+    per_device_train_batch_size: int = Field(
+        8, gt=0,
+        description="Completions per device and micro-batch (8 = one prompt's group, paper).",
+    )
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per step.")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations (paper: on).")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "bf16", description="Autocast precision of the Trainer (paper: bf16)."
+    )
+    freeze_vision: bool = Field(False, description="Keep the vision tower's weights fixed.")
+    shared_prompt: bool = Field(
+        True,
+        description="Run each group's prompt (video) once per log-prob pass and share its KV "
+        "cache across the G completions; false: TRL's plain per-completion passes.",
+    )
+    lora: LoraParams = Field(default_factory=LoraParams)
+    reward_weights: dict[Task, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Per-task weight of each reward component (format, iou, accuracy); "
+        "missing: 1.0.",
+    )
+    save_steps: int = Field(100, gt=0, description="Checkpoint every this many steps.")
+    save_total_limit: int | None = Field(
+        2, ge=1, description="Checkpoints kept (oldest deleted); null: all."
+    )
+    logging_steps: int = Field(1, gt=0, description="Log metrics every this many steps.")
+    seed: int = Field(42, description="Seed of sampling, data order and initialisation.")
+    num_processes: int = Field(
+        1, ge=1, description="Training processes (GPUs); >1 launches via `accelerate launch`."
+    )
+    accelerate_config: str | None = Field(
+        None,
+        description="accelerate config file for multi-process runs, e.g. "
+        "configs/accelerate/zero3_offload.yaml (DeepSpeed ZeRO-3 + CPU offload, paper).",
+    )
+
+
+ModelName = Literal["base", "warm_start", "trained"]
+
+
+class EvaluateParams(_Section):
+    """Stage `evaluate`: greedy answers of each model on the held-out split, scored by the
+    training rewards' rules, compared base -> trained (the paper's Table 1)."""
+
+    models: list[ModelName] = Field(
+        default_factory=lambda: ["base", "trained"],
+        description="Models to evaluate, in table order: base, warm_start, trained.",
+    )
+    baseline: ModelName = Field(
+        "base", description="The model the deltas (and the publish gate) compare trained with."
+    )
+    split: Literal["auto", "val", "test"] = Field(
+        "auto", description="Held-out split; auto: test when build_dataset wrote one, else val."
+    )
+    max_new_tokens: int = Field(1024, gt=0, description="Generation budget (paper: 1024).")
+    batch_size: int = Field(8, gt=0, description="Rows per generate() call.")
+    max_samples_per_source: int | None = Field(
+        None, gt=0, description="Evaluate at most this many items per source (null: all)."
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, models: list[str]) -> list[str]:
+        if "trained" not in models or len(set(models)) != len(models):
+            raise ValueError("models must list 'trained' and no model twice")
+        return models
+
+
+class GateParams(_Section):
+    """When a trained model may be published."""
+
+    enabled: bool = Field(True, description="Check the gate (false: publish whatever trained).")
+    max_regression: float = Field(
+        0.05, ge=0,
+        description="No metric of trained may fall below the baseline's by more than this "
+        "(metrics are fractions in [0, 1]).",
+    )
+    min: dict[str, float] = Field(
+        default_factory=dict,
+        description="Minimum values, keyed 'task.metric' (every source with that task) or "
+        "'source.task.metric', e.g. {temporal_grounding.miou: 0.3}.",
+    )
+
+
+class PublishTarget(_Section):
+    """One place the package goes."""
+
+    type: Literal["local", "s3", "hub"] = Field(description="local folder | s3:// | HF Hub.")
+    uri: str = Field(
+        description="local: a registry folder (relative to the project or absolute); s3: "
+        "s3://bucket/prefix; hub: the repo id (owner/name)."
+    )
+    endpoint_url: str | None = Field(
+        None, description="s3: S3-compatible endpoint; credentials from the AWS environment."
+    )
+    private: bool = Field(True, description="hub: create the repository private.")
+    token_env: str = Field(
+        "HF_TOKEN", description="hub: environment variable holding the token (never logged)."
+    )
+
+
+class PublishParams(_Section):
+    """Stage `publish`: gate, package with lineage, upload to every target."""
+
+    enabled: bool = Field(True, description="Run publishing (false: the stage records a skip).")
+    name: str = Field("videorft-model", description="Model name in registries and the card.")
+    gate: GateParams = Field(default_factory=GateParams)
+    targets: list[PublishTarget] = Field(
+        default_factory=list, description="Where to publish; empty: build the package only."
+    )
+
+
 class Params(_Section):
     """Everything in params.yaml."""
 
@@ -186,6 +409,11 @@ class Params(_Section):
     download: DownloadParams
     extract_frames: ExtractFramesParams = Field(default_factory=ExtractFramesParams)
     build_dataset: BuildDatasetParams = Field(default_factory=BuildDatasetParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    warm_start: WarmStartParams = Field(default_factory=WarmStartParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    publish: PublishParams = Field(default_factory=PublishParams)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

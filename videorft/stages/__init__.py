@@ -14,8 +14,14 @@ from typing import Any
 
 from videorft.params import Params
 
-# DAG order. Later issues append: warm_start, train, evaluate, publish.
-STAGES: tuple[str, ...] = ("download", "extract_frames", "build_dataset")
+# DAG order (a topological order of dvc.yaml's graph).
+STAGES: tuple[str, ...] = (
+    "download", "extract_frames", "build_dataset", "base_model", "warm_start", "train",
+    "evaluate", "publish",
+)
+
+#: The stages that prepare data (no model involved).
+DATA_STAGES: tuple[str, ...] = STAGES[:3]
 
 StageFn = Callable[[Params, Path], dict[str, Any]]
 
@@ -26,12 +32,29 @@ def get_stage(name: str) -> StageFn:
     return importlib.import_module(f"videorft.stages.{name}").run
 
 
-def stages_to_force(*, force: bool = False, from_stage: str | None = None) -> set[str]:
-    """Stages to rerun regardless of DVC: all (`force`), or `from_stage` and every later one."""
+def downstream(root: Path, stage: str) -> set[str]:
+    """The stages that depend, directly or not, on ``stage``: read from dvc.yaml's graph (the
+    one description of dependencies), not from a list kept here."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # an edge runs from a stage to a stage it depends on
+        by_name = {node.addressing: node for node in graph.nodes}
+        if stage not in by_name:
+            raise KeyError(f"dvc.yaml has no stage {stage!r}")
+        return {node.addressing for node in nx.ancestors(graph, by_name[stage])}
+
+
+def stages_to_force(
+    root: Path, *, force: bool = False, from_stage: str | None = None
+) -> set[str]:
+    """Stages to rerun regardless of DVC: all (`force`), or `from_stage` and everything
+    downstream of it in the DAG."""
     if force:
         return set(STAGES)
     if from_stage is None:
         return set()
     if from_stage not in STAGES:
         raise KeyError(f"unknown stage {from_stage!r} (stages: {', '.join(STAGES)})")
-    return set(STAGES[STAGES.index(from_stage) :])
+    return {from_stage} | downstream(root, from_stage)

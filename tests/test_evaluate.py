@@ -1,0 +1,282 @@
+"""The evaluate stage: resumable predictions, the comparison report, the stage's outputs.
+
+- predict writes ``videorft score``'s format, resumes after a torn line generating only the
+  missing rows (greedy: the result equals an uninterrupted run), never loads the model when
+  every row is predicted, and starts afresh when the generation settings change.
+- report: deltas and the paper-style table on hand-made metrics; plots are PNGs.
+- the stage on a copy of the tiny project, base and trained both the tiny model: every output
+  is written and every delta is exactly 0.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import project_params
+from videorft.errors import StageError
+from videorft.evaluation import report
+from videorft.evaluation.predict import fingerprint_path, predict
+from videorft.evaluation.scoring import METRICS, read_predictions
+from videorft.io import atomic_write_json, read_jsonl
+from videorft.trainer.data import load_split
+from videorft.video.extract import FrameStore
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAX_NEW_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_project) -> dict[str, Any]:
+    root, params = tiny_project
+    dataset = root / params.paths.dataset
+    rows = load_split(dataset, "train") + load_split(dataset, "val")
+    return {"root": root, "params": params, "rows": rows, "model": str(root / "tiny-model"),
+            "store": FrameStore(root / params.paths.frames)}
+
+
+def _predict(setup: dict[str, Any], out: Path, rows: list[dict] | None = None,
+             **overrides: Any) -> list[dict[str, Any]]:
+    kwargs = {"max_new_tokens": MAX_NEW_TOKENS, "batch_size": 3, "dtype": "float32",
+              "attn_implementation": None, "progress": False, **overrides}
+    return predict(setup["model"], setup["rows"] if rows is None else rows, setup["store"],
+                   out, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def reference(setup, tmp_path_factory) -> Path:
+    """An uninterrupted run's predictions file."""
+    out = tmp_path_factory.mktemp("reference") / "predictions.jsonl"
+    _predict(setup, out)
+    return out
+
+
+class Counter:
+    """Wraps generate_answers, recording the ids of the rows it is asked to answer."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        import videorft.model.generate as generate
+
+        self.ids: list[str] = []
+        real = generate.generate_answers
+
+        def counting(model, processor, rows, store, **kwargs):
+            self.ids.extend(row["id"] for row in rows)
+            return real(model, processor, rows, store, **kwargs)
+
+        monkeypatch.setattr(generate, "generate_answers", counting)
+
+
+def _forbid_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    import videorft.model.loading as loading
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model must not be loaded: every row is predicted")
+
+    monkeypatch.setattr(loading, "load_model_and_processor", refuse)
+
+
+def test_predict_writes_the_scoring_format(setup, reference) -> None:
+    rows = setup["rows"]
+    items = read_predictions(reference)
+    assert [item["id"] for item in items] == [row["id"] for row in rows]
+    for line in read_jsonl(reference):
+        assert set(line) == {"id", "task", "source", "completion", "solution"}
+        assert isinstance(line["completion"], str)
+    for item, row in zip(items, rows, strict=True):
+        assert item["task"] == row["task"] and item["source"] == row["source"]
+    sidecar = json.loads(fingerprint_path(reference).read_text())
+    assert sidecar["generation"]["max_new_tokens"] == MAX_NEW_TOKENS
+    assert set(sidecar["rows"]) == {row["id"] for row in rows}
+
+
+def test_predict_resumes_after_a_torn_line(setup, reference, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "predictions.jsonl"
+    shutil.copy(reference, out)
+    shutil.copy(fingerprint_path(reference), fingerprint_path(out))
+    lines = reference.read_text().splitlines(keepends=True)
+    out.write_text(lines[0] + lines[1][: len(lines[1]) // 2])  # crash mid-write of line 2
+    counter = Counter(monkeypatch)
+    predictions = _predict(setup, out)
+    assert counter.ids == [row["id"] for row in setup["rows"][1:]]
+    assert out.read_bytes() == reference.read_bytes()
+    assert predictions == list(read_jsonl(reference))
+
+
+def test_predict_extends_to_new_rows_only(setup, reference, tmp_path, monkeypatch) -> None:
+    """Evaluating more items later reuses the answers already there, per row."""
+    out = tmp_path / "predictions.jsonl"
+    rows = setup["rows"]
+    _predict(setup, out, rows=rows[::2])
+    counter = Counter(monkeypatch)
+    _predict(setup, out)
+    assert counter.ids == [row["id"] for row in rows[1::2]]
+    assert out.read_bytes() == reference.read_bytes()  # back in row order
+
+
+def test_predict_does_not_load_the_model_when_done(setup, reference, tmp_path,
+                                                   monkeypatch) -> None:
+    out = tmp_path / "predictions.jsonl"
+    shutil.copy(reference, out)
+    shutil.copy(fingerprint_path(reference), fingerprint_path(out))
+    _forbid_loading(monkeypatch)
+    predictions = _predict(setup, out)
+    assert predictions == list(read_jsonl(reference))
+    # A subset of the rows is "all done" too; the file then holds just that subset.
+    predictions = _predict(setup, out, rows=setup["rows"][:3])
+    assert [p["id"] for p in read_jsonl(out)] == [r["id"] for r in setup["rows"][:3]]
+
+
+def test_predict_restarts_when_generation_settings_change(setup, reference, tmp_path,
+                                                          monkeypatch) -> None:
+    out = tmp_path / "predictions.jsonl"
+    shutil.copy(reference, out)
+    shutil.copy(fingerprint_path(reference), fingerprint_path(out))
+    counter = Counter(monkeypatch)
+    _predict(setup, out, max_new_tokens=MAX_NEW_TOKENS - 4)
+    assert counter.ids == [row["id"] for row in setup["rows"]]
+    assert json.loads(fingerprint_path(out).read_text())["generation"]["max_new_tokens"] == 4
+    assert len(read_predictions(out)) == len(setup["rows"])
+
+
+# ------------------------------------------------------------------------------------ report
+
+METRICS_BY_MODEL = {
+    "base": {
+        "charades": {"temporal_grounding": {"miou": 0.25, "r@0.3": 0.4, "r@0.5": 0.2,
+                                            "r@0.7": 0.1, "count": 10}},
+        "nextgqa": {"grounded_qa": {"accuracy": 0.5, "miou": 0.123456, "count": 4}},
+    },
+    "trained": {
+        "charades": {"temporal_grounding": {"miou": 0.373, "r@0.3": 0.4, "r@0.5": 0.15,
+                                            "r@0.7": 0.1, "count": 10}},
+        "nextgqa": {"grounded_qa": {"accuracy": 0.75, "miou": 0.2, "count": 4}},
+    },
+}
+
+
+def test_compare_gives_signed_deltas_without_counts() -> None:
+    delta = report.compare(METRICS_BY_MODEL, "base")
+    tg = delta["charades"]["temporal_grounding"]
+    assert "count" not in tg
+    assert tg["miou"] == pytest.approx(0.123)
+    assert tg["r@0.5"] == pytest.approx(-0.05)
+    assert tg["r@0.3"] == 0
+    assert delta["nextgqa"]["grounded_qa"]["accuracy"] == pytest.approx(0.25)
+    with pytest.raises(KeyError, match="warm_start"):
+        report.compare(METRICS_BY_MODEL, "warm_start")
+
+
+def test_markdown_table_reads_like_the_paper() -> None:
+    table = report.markdown_table(METRICS_BY_MODEL, ["base", "trained"], "base")
+    lines = table.strip().splitlines()
+    assert lines[0] == "| Benchmark | Task | Metric | base | trained | Δ (trained − base) | Items |"
+    assert "| charades | temporal grounding | miou | 25.0 | 37.3 | +12.3 | 10 |" in lines
+    assert "| charades | temporal grounding | r@0.5 | 20.0 | 15.0 | -5.0 | 10 |" in lines
+    assert "| charades | temporal grounding | r@0.3 | 40.0 | 40.0 | +0.0 | 10 |" in lines
+    assert "| nextgqa | grounded qa | miou | 12.3 | 20.0 | +7.7 | 4 |" in lines
+    # Metric rows follow the paper's order within a task.
+    tg = [line.split(" | ")[2] for line in lines if "temporal grounding" in line]
+    assert tg == list(METRICS["temporal_grounding"])
+    # Without the baseline there is no delta column.
+    alone = report.markdown_table({"trained": METRICS_BY_MODEL["trained"]}, ["trained"], "base")
+    assert "Δ" not in alone
+
+
+def test_bars_and_plots(tmp_path) -> None:
+    rows = report.bars_table(METRICS_BY_MODEL, ["base", "trained"])
+    assert {"metric": "charades/temporal_grounding/miou", "model": "trained",
+            "value": 0.373} in rows
+    assert len(rows) == 2 * (4 + 2) and all(r["metric"].count("/") == 2 for r in rows)
+    items = {
+        model: [{"id": f"x{i}", "task": task, "iou": iou, "accuracy": None}
+                for i, (task, iou) in enumerate([("temporal_grounding", 0.1 + shift),
+                                                 ("temporal_grounding", 0.5),
+                                                 ("tracking", 0.3 + shift), ("mcq", None)])]
+        for model, shift in (("base", 0.0), ("trained", 0.2))
+    }
+    report.plot_iou_distribution(items, tmp_path / "plots" / "iou.png")
+    report.plot_metric_bars(METRICS_BY_MODEL, ["base", "trained"], tmp_path / "plots" / "m.png")
+    for name in ("iou.png", "m.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == PNG_MAGIC
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["iou.png", "m.png"]
+
+
+# ------------------------------------------------------------------------------------- stage
+
+
+@pytest.fixture
+def project(tiny_project, tmp_path) -> Path:
+    """A private copy of the tiny project: base and trained are both the tiny model."""
+    source, params = tiny_project
+    root = tmp_path / "project"
+    shutil.copytree(source, root)
+    atomic_write_json(root / params.paths.base_model / "model_info.json",
+                      {"source": "local", "load": str(root / "tiny-model")})
+    shutil.copytree(root / "tiny-model", root / params.paths.trained)
+    return root
+
+
+def test_stage_writes_every_output_and_zero_deltas_for_equal_models(project,
+                                                                    monkeypatch) -> None:
+    from videorft.stages import evaluate
+
+    params = project_params(
+        project, "evaluate.models=[base, warm_start, trained]", "warm_start.enabled=false",
+        f"evaluate.max_new_tokens={MAX_NEW_TOKENS}", "evaluate.batch_size=4",
+    )
+    summary = evaluate.run(params, project)
+    out = project / params.paths.evaluation
+    val = load_split(project / params.paths.dataset, "val")
+    assert summary["split"] == "val" and summary["items"] == len(val)
+    assert summary["models"] == ["base", "trained"]  # warm start off: not evaluated
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "val" and metrics["baseline"] == "base"
+    assert set(metrics["models"]) == {"base", "trained"}
+    assert metrics["models"]["base"] == metrics["models"]["trained"]
+    tasks = {row["task"] for row in val}
+    assert set(metrics["models"]["trained"]["synthetic"]) == tasks
+    deltas = [v for t in metrics["delta"]["synthetic"].values() for v in t.values()]
+    assert deltas and all(v == 0 for v in deltas)
+
+    items = list(read_jsonl(out / "items.jsonl"))
+    assert len(items) == 2 * len(val) and {i["model"] for i in items} == {"base", "trained"}
+    for name in ("base", "trained"):
+        assert len(read_predictions(out / "predictions" / f"{name}.jsonl")) == len(val)
+    table = (out / "table.md").read_text()
+    assert "Δ (trained − base)" in table and "| synthetic |" in table
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
+    column = cells[0].index("Δ (trained − base)")
+    assert {row[column] for row in cells[2:]} == {"+0.0"}
+    for name in ("iou_distribution.png", "metrics.png"):
+        assert (out / "plots" / name).read_bytes()[:8] == PNG_MAGIC
+    bars = json.loads((out / "plots" / "bars.json").read_text())
+    assert {row["model"] for row in bars} == {"base", "trained"}
+
+    # A re-run with nothing new to predict loads no model and writes the same metrics.
+    before = (out / "metrics.json").read_bytes()
+    _forbid_loading(monkeypatch)
+    assert evaluate.run(params, project) == summary
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_stage_split_and_caps(project) -> None:
+    from videorft.stages import evaluate
+
+    params = project_params(project, "evaluate.split=test")
+    with pytest.raises(StageError, match=r"test\.jsonl not found"):
+        evaluate.run(params, project)
+    (project / params.paths.dataset / "val.jsonl").write_text("")
+    params = project_params(project, "evaluate.split=auto")
+    with pytest.raises(StageError, match="no rows to evaluate"):
+        evaluate.run(params, project)
+
+    rows = [{"id": f"{s}/{i}", "source": s} for s in ("b", "a") for i in (3, 1, 2)]
+    capped = evaluate.cap_per_source(rows, 2)
+    assert [r["id"] for r in capped] == ["a/1", "a/2", "b/1", "b/2"]
+    assert len(evaluate.cap_per_source(rows, None)) == 6

@@ -23,25 +23,26 @@ from tasks.stages import (
     train,
     warm_start,
 )
-from videorft.stages import stages_to_force
+from videorft.stages import stages_to_force, stages_to_run
 
 
 @flow(name="videorft-pipeline", log_prints=True)
 def pipeline(
-    root: str = ".", force: bool = False, from_stage: str | None = None
+    root: str = ".", force: bool = False, from_stage: str | None = None,
+    to_stage: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the DAG in `root`. `force` reruns every stage; `from_stage` reruns it and all after."""
+    """Run the DAG in `root`. `force` reruns every stage; `from_stage` reruns it and all after;
+    `to_stage` stops after that stage (runs only it and what it depends on)."""
     root = str(Path(root).resolve())
     forced = stages_to_force(Path(root), force=force, from_stage=from_stage)
-
-    outcomes = [download(root, force="download" in forced)]
-    outcomes.append(extract_frames(root, force="extract_frames" in forced))
-    outcomes.append(build_dataset(root, force="build_dataset" in forced))
-    outcomes.append(base_model(root, force="base_model" in forced))
-    outcomes.append(warm_start(root, force="warm_start" in forced))
-    outcomes.append(train(root, force="train" in forced))
-    outcomes.append(evaluate(root, force="evaluate" in forced))
-    outcomes.append(publish(root, force="publish" in forced))
+    selected = stages_to_run(Path(root), to_stage)
+    tasks = {
+        "download": download, "extract_frames": extract_frames, "build_dataset": build_dataset,
+        "base_model": base_model, "warm_start": warm_start, "train": train,
+        "evaluate": evaluate, "publish": publish,
+    }
+    # One stage after the other, in DAG order: each reads what the previous ones wrote.
+    outcomes = [tasks[name](root, force=name in forced) for name in selected]
 
     report_run(outcomes)
     return outcomes

@@ -3,16 +3,23 @@ dependency tracking in dvc.yaml; Prefect adds retries, logs, run history and art
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_URL
 
 from videorft.errors import StageError
 from videorft.io import read_json
-from videorft.params import load_params
-from videorft.pipeline.dvc import repro_stage
+from videorft.params import OrchestrationParams, load_params
+from videorft.pipeline import handoff
+from videorft.pipeline.dvc import repro_stage, stage_status
 
 
 def _run(stage: str, root: str, force: bool) -> dict[str, Any]:
@@ -20,6 +27,8 @@ def _run(stage: str, root: str, force: bool) -> dict[str, Any]:
     outcome = repro_stage(Path(root), stage, force=force, log=logger.info)
     if outcome.ran:
         logger.info("%s ran in %.1f s (%s)", stage, outcome.seconds, "; ".join(outcome.reasons))
+    elif outcome.pulled:
+        logger.info("%s: %s, not recomputed", stage, "; ".join(outcome.reasons))
     else:
         logger.info("%s is up to date: skipped", stage)
     return outcome.to_dict()
@@ -65,10 +74,18 @@ def warm_start(root: str, force: bool = False) -> dict[str, Any]:
 
 
 @task(name="train")
-def train(root: str, force: bool = False) -> dict[str, Any]:
-    """GRPO. No retries here: a failed run resumes from its checkpoint on the next run."""
-    outcome = _run("train", root, force)
+def train(root: str, force: bool = False, in_process: bool = False) -> dict[str, Any]:
+    """GRPO. No retries here: a failed run resumes from its checkpoint on the next run.
+
+    With `orchestration.train_deployment` set (and not `in_process`, which the deployment's own
+    flow passes), training runs on that Prefect deployment (a GPU work pool) instead of here;
+    see `_train_on_deployment`."""
     params = load_params(Path(root) / "params.yaml")
+    deployment = params.orchestration.train_deployment
+    if deployment and not in_process:
+        outcome = _train_on_deployment(deployment, root, force, params.orchestration)
+    else:
+        outcome = _run("train", root, force)
     summary_path = Path(root) / params.paths.trained / "training_summary.json"
     if outcome["ran"] and summary_path.exists():
         summary = read_json(summary_path)
@@ -80,6 +97,102 @@ def train(root: str, force: bool = False) -> dict[str, Any]:
             description="GRPO training summary",
         )
     return outcome
+
+
+POLL_S = 5.0  # at most this long between two questions to the server: has training finished?
+SERVER_GONE_S = 900.0  # give up waiting when the server did not answer for this long
+
+
+def _train_on_deployment(
+    name: str, root: str, force: bool, orchestration: OrchestrationParams
+) -> dict[str, Any]:
+    """Submit training to deployment `name` (flows/train.py on a GPU work pool), wait for it,
+    then make this checkout consistent with what it produced (dvc.lock entry, outputs through
+    the DVC remote; the contract is in videorft/pipeline/handoff.py). Nothing is submitted when
+    DVC says training is up to date here."""
+    logger = get_run_logger()
+    project = Path(root)
+    if not force and not stage_status(project, "train"):
+        return _run("train", root, force)  # up to date: skipped (and pushed if need be)
+    url = handoff.send_inputs(project, "train", log=logger.info)
+    lock = project / "dvc.lock"
+    parameters = {
+        "force": force,
+        "params_yaml": (project / "params.yaml").read_text(encoding="utf-8"),
+        "dvc_lock": lock.read_text(encoding="utf-8") if lock.exists() else None,
+    }
+    try:
+        # timeout=0: return the new flow run at once (to log it), then wait below.
+        run = run_deployment(name, parameters=parameters, timeout=0)
+    except ObjectNotFound:
+        raise StageError(
+            f"stage 'train': Prefect deployment {name!r} (params.yaml: "
+            f"orchestration.train_deployment) does not exist on the server at "
+            f"{PREFECT_API_URL.value() or 'a temporary local server (PREFECT_API_URL is unset)'}: "
+            "run `prefect deploy --all` against the server the GPU worker polls, and point "
+            "PREFECT_API_URL at it (docs/gpu-workers.md)"
+        ) from None
+    where = f"deployment {name!r}, flow run {run.name!r} ({run.id})"
+    logger.info("train: submitted to %s; waiting up to %.0f s", where,
+                orchestration.deployment_timeout_s)
+    run = _wait(run.id, orchestration.deployment_timeout_s, where)
+    state = run.state
+    if state is None or not state.is_final():
+        raise StageError(
+            f"stage 'train': {where} did not finish within orchestration.deployment_timeout_s="
+            f"{orchestration.deployment_timeout_s:g} s (it is {state.name if state else 'unknown'}"
+            "); it goes on running on its worker: cancel it in Prefect or wait for it, then "
+            "rerun the pipeline"
+        )
+    if not state.is_completed():
+        raise StageError(
+            f"stage 'train': {where} ended {state.name}"
+            + (f": {state.message}" if state.message else "")
+            + " (its logs are in the Prefect UI under that flow run)"
+        )
+    outcome = handoff.take_back(
+        project, "train", url, str(run.id), where=where, log=logger.info
+    )
+    done = "ran" if outcome["ran"] else ("pulled" if outcome.get("pulled") else "was up to date")
+    logger.info("train %s on %s", done, where)
+    return outcome | {
+        "reasons": [*outcome["reasons"], f"on {where}"],
+        "deployment": name,
+        "flow_run_id": str(run.id),
+    }
+
+
+def _wait(flow_run_id: Any, timeout_s: float, where: str) -> Any:
+    """The flow run once it reached a final state, or as it is after `timeout_s`. Polls every
+    second at first (a run that fails at once is reported at once), then every POLL_S. A
+    server that stops answering for a while (a restart) is waited for, up to SERVER_GONE_S."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    deadline = started + timeout_s
+    unreachable_since: float | None = None
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                run = client.read_flow_run(flow_run_id)
+                unreachable_since = None
+            except (httpx.TransportError, PrefectHTTPStatusError) as exc:
+                if isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code < 500:
+                    raise
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > SERVER_GONE_S:
+                    raise StageError(
+                        f"stage 'train': lost the Prefect server for {SERVER_GONE_S:g} s while "
+                        f"waiting for {where} ({exc}); the run may still be going on its worker"
+                    ) from None
+                logger.warning("train: asking the server about %s failed (%s); retrying",
+                               where, exc)
+                time.sleep(POLL_S)
+                continue
+            now = time.monotonic()
+            if (run.state is not None and run.state.is_final()) or now >= deadline:
+                return run
+            time.sleep(min(POLL_S, 1.0 + (now - started) / 10, deadline - now))
 
 
 @task(name="evaluate")

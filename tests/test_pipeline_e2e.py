@@ -49,6 +49,10 @@ def _env(tmp_path: Path) -> dict[str, str]:
         DO_NOT_TRACK="1",
         DVC_NO_ANALYTICS="1",
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        # The project's own copy of the code runs (the one DVC hashes), not the checkout's.
+        PYTHONPATH=str(tmp_path / "proj"),
+        # A loaded 2-core machine can take longer than Prefect's default 20 s to start it.
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
     )
     return env
 
@@ -62,9 +66,10 @@ def project(tmp_path: Path) -> Path:
         shutil.copy(ROOT / name, proj / name)
     (proj / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", proj / ".dvc" / "config")
-    shutil.copytree(
-        ROOT / "videorft", proj / "videorft", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for package in ("videorft", "flows", "tasks"):
+        shutil.copytree(
+            ROOT / package, proj / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
     update_params(proj / "params.yaml", overrides=SMALL)
     return proj
@@ -162,6 +167,12 @@ def test_run_through_prefect_then_nothing_to_redo(
     assert outcomes["evaluate"]["ran"] and outcomes["publish"]["ran"]
     assert any("build_dataset.val_fraction" in r for r in outcomes["build_dataset"]["reasons"])
 
+    # One training param changed: train, evaluate and publish rerun; nothing before them.
+    fourth = _videorft(project, tmp_path, "run", "--json", "--set", "train.learning_rate=0.0002")
+    assert fourth.returncode == 0, fourth.stdout + fourth.stderr
+    ran = [o["stage"] for o in json.loads(fourth.stdout) if o["ran"]]
+    assert ran == ["train", "evaluate", "publish"], ran
+
 
 def test_dvc_repro_alone_then_up_to_date(project: Path, tmp_path: Path) -> None:
     first = _dvc(project, tmp_path, "repro")
@@ -173,6 +184,15 @@ def test_dvc_repro_alone_then_up_to_date(project: Path, tmp_path: Path) -> None:
     assert "Running stage" not in second.stdout
     status = _videorft(project, tmp_path, "status")
     assert status.returncode == 0 and status.stdout.count("up to date") == N_STAGES, status.stdout
+    metrics = _dvc(project, tmp_path, "metrics", "show", "--json")
+    assert metrics.returncode == 0 and "reports/eval/metrics.json" in metrics.stdout
+    plots = _dvc(project, tmp_path, "plots", "show", "-o", str(tmp_path / "plots"))
+    assert plots.returncode == 0, plots.stdout + plots.stderr
+    assert (tmp_path / "plots" / "index.html").is_file()
+    lineage = json.loads((project / "models/package/lineage.json").read_text())
+    assert "published model: videorft-tiny" in status.stdout  # and what it was built from:
+    assert lineage["dvc"]["dataset"]["md5"] in status.stdout
+    assert lineage["dvc"]["trained"]["md5"] in status.stdout
 
 
 def test_second_run_in_same_checkout_is_refused(project: Path, tmp_path: Path) -> None:

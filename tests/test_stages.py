@@ -20,7 +20,7 @@ from videorft.params import Params, load_params, update_params
 from videorft.prompts import build_prompt
 from videorft.records import make_record
 from videorft.sources.synthetic import COLOURS
-from videorft.stages import DATA_STAGES, STAGES, get_stage, stages_to_force
+from videorft.stages import DATA_STAGES, STAGES, get_stage, stages_to_force, stages_to_run
 from videorft.stages.build_dataset import assign_split
 from videorft.video.extract import FrameStore
 
@@ -243,5 +243,12 @@ def test_stages_to_force_follows_the_dvc_graph() -> None:
         "base_model", "warm_start", "train", *model}
     assert stages_to_force(ROOT, from_stage="train") == {"train", *model}
     assert stages_to_force(ROOT, from_stage="publish") == {"publish"}
+    # --to: the stage and what it depends on, in DAG order.
+    assert stages_to_run(ROOT) == list(STAGES)
+    assert stages_to_run(ROOT, "build_dataset") == ["download", "extract_frames", "build_dataset"]
+    assert stages_to_run(ROOT, "warm_start") == [
+        "download", "extract_frames", "build_dataset", "base_model", "warm_start"]
+    with pytest.raises(KeyError, match="unknown stage 'tran'"):
+        stages_to_run(ROOT, "tran")
     with pytest.raises(KeyError, match="unknown stage 'trian'"):
         stages_to_force(ROOT, from_stage="trian")

@@ -92,6 +92,10 @@ def run(
     from_stage: Annotated[
         str | None, typer.Option("--from", help="Rerun this stage and every stage after it.")
     ] = None,
+    to_stage: Annotated[
+        str | None,
+        typer.Option("--to", help="Stop after this stage (run it and what it depends on)."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the stage outcomes as JSON instead of a table.")
     ] = False,
@@ -108,13 +112,15 @@ def run(
         from flows.pipeline import pipeline
         from videorft.params import update_params
         from videorft.pipeline.dvc import run_lock
-        from videorft.stages import stages_to_force
+        from videorft.stages import stages_to_force, stages_to_run
 
         project = _root(root)
         stages_to_force(project, force=force, from_stage=from_stage)  # a bad --from: refuse now
+        stages_to_run(project, to_stage)  # a bad --to: refuse now
         with run_lock(project):
             params = update_params(project / "params.yaml", preset=preset, overrides=set_ or [])
-            outcomes = pipeline(root=str(project), force=force, from_stage=from_stage)
+            outcomes = pipeline(root=str(project), force=force, from_stage=from_stage,
+                                to_stage=to_stage)
     except (VideoRFTError, KeyError) as exc:
         _fail(exc)
         return
@@ -178,6 +184,7 @@ def stage(
 @app.command()
 def status(root: RootOption = Path(".")) -> None:
     """Show each stage: up to date, or changed and why (which dependency or parameter)."""
+    from videorft.params import load_params
     from videorft.pipeline.dvc import stage_status
     from videorft.stages import STAGES
 
@@ -188,11 +195,38 @@ def status(root: RootOption = Path(".")) -> None:
         table.add_column("state")
         for name in STAGES:
             reasons = stage_status(project, name)
-            table.add_row(name, "up to date" if not reasons else "changed: " + "; ".join(reasons))
+            if reasons == ["never run"]:
+                state = "never run"
+            else:
+                state = "up to date" if not reasons else "changed: " + "; ".join(reasons)
+            table.add_row(name, state)
+        params = load_params(project / "params.yaml")
     except VideoRFTError as exc:
         _fail(exc)
         return
     Console().print(table)
+    _print_lineage(project, params)
+
+
+def _print_lineage(project: Path, params: Params) -> None:
+    """The last published model and what it was built from (git commit, DVC hashes)."""
+    from videorft.publish.lineage import published_lineage
+
+    lineage = published_lineage(project, params)
+    if lineage is None:
+        print("published model: none yet (the publish stage has not published from here)")
+        return
+    git = lineage["git"] or {}
+    commit = git.get("commit") or "(not in git)"
+    print(f"published model: {lineage['name']} {lineage['version']}")
+    for location in lineage["targets"]:
+        print(f"  at          {location}")
+    print(f"  git commit  {commit}{' (uncommitted changes)' if git.get('dirty') else ''}")
+    base = lineage["base_model"] or {}
+    print(f"  base model  {base.get('repo_id') or base.get('name_or_path')}"
+          f"{' @ ' + base['commit'] if base.get('commit') else ''}")
+    for name, md5 in lineage["dvc"].items():
+        print(f"  {name:<11} {md5 or '(not tracked)'}")
 
 
 @params_app.command("describe")

@@ -171,6 +171,14 @@ class ExtractFramesParams(_Section):
         "pyav", description="Decoder: PyAV (default) or decord."
     )
     workers: int = Field(2, ge=1, description="Worker processes decoding videos in parallel.")
+    executor: Literal["local", "dask"] = Field(
+        "local",
+        description="local: a process pool of `workers`; dask: fan the videos out over a Dask "
+        "cluster (`dask_address`, or a local cluster of `workers` processes when null).",
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler address of a running Dask cluster, e.g. tcp://host:8786."
+    )
     timeout_s: float = Field(
         120.0, gt=0, description="A video taking longer than this is quarantined."
     )
@@ -401,6 +409,36 @@ class PublishParams(_Section):
     )
 
 
+class RemoteParams(_Section):
+    """A DVC remote for stage outputs, so another machine pulls instead of recomputing."""
+
+    url: str | None = Field(
+        None,
+        description="s3://bucket/prefix (dvc-s3) or a folder; null: the local DVC cache only.",
+    )
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint; credentials from the AWS environment only."
+    )
+    push: bool = Field(True, description="Push each stage's outputs after it runs.")
+    pull: bool = Field(
+        True, description="Before rerunning a stage, pull its outputs if the remote has them."
+    )
+
+
+class OrchestrationParams(_Section):
+    """How the pipeline runs (not what it computes: no stage depends on this section)."""
+
+    remote: RemoteParams = Field(default_factory=RemoteParams)
+    train_deployment: str | None = Field(
+        None,
+        description="Prefect deployment that runs training on a GPU work pool, e.g. "
+        "'videorft-train/gpu' (prefect.yaml); null: train in the pipeline's own process.",
+    )
+    deployment_timeout_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="How long the pipeline waits for that deployment."
+    )
+
+
 class Params(_Section):
     """Everything in params.yaml."""
 
@@ -414,6 +452,7 @@ class Params(_Section):
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     publish: PublishParams = Field(default_factory=PublishParams)
+    orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -36,6 +36,7 @@ class StageOutcome:
     reasons: list[str] = field(default_factory=list)  # why DVC considered it changed
     seconds: float = 0.0
     summary: dict[str, Any] = field(default_factory=dict)
+    pulled: bool = False  # restored from the DVC remote instead of run (`ran` is False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,6 +49,11 @@ def find_root(start: str | os.PathLike = ".") -> Path:
         if (folder / "dvc.yaml").is_file():
             return folder
     raise VideoRFTError(f"no dvc.yaml in {here} or its parents: run videorft in a project checkout")
+
+
+#: Stages whose work is more than their outputs (publish uploads): DVC's run-cache must not
+#: stand in for running them, or a republish to an emptied target would upload nothing.
+SIDE_EFFECT_STAGES: frozenset[str] = frozenset({"publish"})
 
 
 def _lock_dir(root: Path) -> Path:
@@ -142,32 +148,85 @@ def _describe_change(root: Path, locked: dict[str, Any], entry: Any) -> list[str
     return reasons
 
 
-def stage_status(root: Path, stage: str) -> list[str]:
-    """Why `stage` would rerun (empty list: up to date)."""
-    locked = _locked_stage(root, stage)
-    if not locked:
-        return ["never run"]
+def _status_entries(root: Path, stage: str) -> list[Any]:
+    """The stage's raw `dvc status --json` entries (empty: up to date)."""
     code, lines = dvc(["status", "--json", stage], root)
     text = "\n".join(lines).strip()
     if code != 0:
         raise StageError(f"dvc status {stage} failed:\n{text}")
     start = text.find("{")
     status = json.loads(text[start:]) if start >= 0 else {}
+    return list(status.get(stage, []))
+
+
+def _reasons(root: Path, locked: dict[str, Any], entries: list[Any]) -> list[str]:
     reasons: list[str] = []
-    for entry in status.get(stage, []):
+    for entry in entries:
         reasons.extend(_describe_change(root, locked, entry))
     return reasons
+
+
+def stage_status(root: Path, stage: str) -> list[str]:
+    """Why `stage` would rerun (empty list: up to date)."""
+    locked = _locked_stage(root, stage)
+    if not locked:
+        return ["never run"]
+    return _reasons(root, locked, _status_entries(root, stage))
 
 
 def repro_stage(
     root: Path, stage: str, *, force: bool = False, log: Log | None = None
 ) -> StageOutcome:
-    """Run one stage through DVC if it changed (or `force`); skip it otherwise."""
-    reasons = stage_status(root, stage)
+    """Run one stage through DVC if it changed (or `force`); skip it otherwise.
+
+    With a remote in params.yaml (`orchestration.remote`): a stage whose only change is missing
+    outputs is pulled instead of run when the remote has them (`pull`), and a stage's outputs
+    are pushed after it runs, or when up to date but not yet in the remote (`push`).
+    """
+    from videorft.pipeline import remote as rem  # it imports this module
+
+    root = Path(root)
+    remote = rem.remote_settings(root)
+    url = rem.configure_remote(root, remote, log=log)
+    locked = _locked_stage(root, stage)
+    entries = _status_entries(root, stage) if locked else []
+    reasons = _reasons(root, locked, entries) if locked else ["never run"]
+
+    def pushed() -> None:
+        """Push the stage's outputs unless the remote is known to have them already."""
+        if url is None or remote is None or not remote.push:
+            return
+        now = _locked_stage(root, stage)
+        if now and not rem.in_remote(root, url, stage, now):
+            rem.push_stage(root, stage, url, log=log)
+            rem.mark_in_remote(root, url, stage, now)
+
     if not reasons and not force:
+        pushed()
         return StageOutcome(stage=stage, ran=False)
+    if url is not None and remote is not None and remote.pull and not force:
+        if rem.pullable(entries):
+            started = time.monotonic()
+            note = rem.pull_stage(root, stage, url, log=log)
+            left = stage_status(root, stage)
+            if not left:
+                rem.mark_in_remote(root, url, stage, locked)
+                return StageOutcome(
+                    stage=stage,
+                    ran=False,
+                    pulled=True,
+                    reasons=[note],
+                    seconds=round(time.monotonic() - started, 2),
+                )
+            # Typically a `cache: false` output: DVC keeps those out of the remote.
+            reasons = [*left, f"{note}; still changed, so it runs"]
+        elif locked and log is not None:
+            log(f"{stage}: changed ({'; '.join(reasons)}): not pulling stale outputs")
+
     started = time.monotonic()
     args = ["repro", "--single-item", stage] + (["--force"] if force else [])
+    if stage in SIDE_EFFECT_STAGES:
+        args.append("--no-run-cache")  # restoring its outputs would skip the side effect
     code, lines = dvc(args, root, log=log)
     if code != 0:
         tail = "\n".join(lines[-30:])
@@ -176,11 +235,13 @@ def repro_stage(
     for line in lines:
         if line.startswith(SUMMARY_PREFIX):
             summary = json.loads(line[len(SUMMARY_PREFIX) :])
+    seconds = round(time.monotonic() - started, 2)
+    pushed()
     return StageOutcome(
         stage=stage,
         ran=True,
         reasons=reasons or ["forced"],
-        seconds=round(time.monotonic() - started, 2),
+        seconds=seconds,
         summary=summary,
     )
 

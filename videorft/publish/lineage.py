@@ -124,3 +124,26 @@ def collect_lineage(root: Path, params: Params) -> dict[str, Any]:
         "versions": package_versions(),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def published_lineage(root: Path, params: Params) -> dict[str, Any] | None:
+    """The lineage of the model last published from this checkout: its name, version, where
+    it went, and what it was built from (``None`` when nothing was published)."""
+    from videorft.io import read_json
+
+    report = Path(root) / params.paths.reports / "publish.json"
+    package = Path(root) / params.paths.package
+    if not report.is_file() or not (package / "lineage.json").is_file():
+        return None
+    summary = read_json(report)
+    if not summary.get("published"):
+        return None
+    lineage = read_json(package / "lineage.json")
+    return {
+        "name": summary.get("name"),
+        "version": summary.get("version"),
+        "targets": [t.get("location") for t in summary.get("targets") or []],
+        "git": lineage.get("git"),
+        "base_model": lineage.get("base_model"),
+        "dvc": {name: (out or {}).get("md5") for name, out in (lineage.get("dvc") or {}).items()},
+    }

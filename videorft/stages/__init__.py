@@ -32,18 +32,39 @@ def get_stage(name: str) -> StageFn:
     return importlib.import_module(f"videorft.stages.{name}").run
 
 
-def downstream(root: Path, stage: str) -> set[str]:
-    """The stages that depend, directly or not, on ``stage``: read from dvc.yaml's graph (the
-    one description of dependencies), not from a list kept here."""
+def _related(root: Path, stage: str, *, direction: str) -> set[str]:
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # an edge runs from a stage to a stage it depends on
-        by_name = {node.addressing: node for node in graph.nodes}
+        by_name = {node.name: node for node in graph.nodes}
         if stage not in by_name:
             raise KeyError(f"dvc.yaml has no stage {stage!r}")
-        return {node.addressing for node in nx.ancestors(graph, by_name[stage])}
+        walk = nx.ancestors if direction == "down" else nx.descendants
+        return {node.name for node in walk(graph, by_name[stage])}
+
+
+def downstream(root: Path, stage: str) -> set[str]:
+    """The stages that depend, directly or not, on ``stage``: read from dvc.yaml's graph (the
+    one description of dependencies), not from a list kept here."""
+    return _related(root, stage, direction="down")
+
+
+def upstream(root: Path, stage: str) -> set[str]:
+    """The stages ``stage`` depends on, directly or not (dvc.yaml's graph)."""
+    return _related(root, stage, direction="up")
+
+
+def stages_to_run(root: Path, to_stage: str | None = None) -> list[str]:
+    """The stages of a run, in DAG order: all, or ``to_stage`` and what it depends on (like
+    ``dvc repro STAGE``)."""
+    if to_stage is None:
+        return list(STAGES)
+    if to_stage not in STAGES:
+        raise KeyError(f"unknown stage {to_stage!r} (stages: {', '.join(STAGES)})")
+    wanted = {to_stage} | upstream(root, to_stage)
+    return [name for name in STAGES if name in wanted]
 
 
 def stages_to_force(

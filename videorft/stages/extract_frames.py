@@ -27,6 +27,7 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         "extracted": report.extracted,
         "reused": report.reused,
         "quarantined": report.quarantined,
+        "executor": params.extract_frames.executor,
     }
     # A DVC metric: the counts (not `extracted`/`reused`, which depend on history).
     atomic_write_json(

@@ -23,7 +23,8 @@ from tasks.stages import (
     train,
     warm_start,
 )
-from videorft.stages import stages_to_force, stages_to_run
+from videorft.pipeline.dvc import RunStatus
+from videorft.stages import stages_to_force, stages_to_run, upstream_map
 
 
 @flow(name="videorft-pipeline", log_prints=True)
@@ -41,8 +42,14 @@ def pipeline(
         "base_model": base_model, "warm_start": warm_start, "train": train,
         "evaluate": evaluate, "publish": publish,
     }
+    # One `dvc status` for the whole DAG up front: unchanged stages skip without asking again.
+    status = RunStatus(Path(root), selected, upstream_map(Path(root)))
+    outcomes = []
     # One stage after the other, in DAG order: each reads what the previous ones wrote.
-    outcomes = [tasks[name](root, force=name in forced) for name in selected]
+    for name in selected:
+        outcome = tasks[name](root, force=name in forced, up_to_date=status.up_to_date(name))
+        status.record(outcome)
+        outcomes.append(outcome)
 
     report_run(outcomes)
     return outcomes

@@ -22,9 +22,12 @@ from videorft.pipeline import handoff
 from videorft.pipeline.dvc import repro_stage, stage_status
 
 
-def _run(stage: str, root: str, force: bool) -> dict[str, Any]:
+def _run(stage: str, root: str, force: bool, up_to_date: bool = False) -> dict[str, Any]:
+    """`up_to_date`: the flow already knows from DVC that the stage is unchanged (RunStatus)."""
     logger = get_run_logger()
-    outcome = repro_stage(Path(root), stage, force=force, log=logger.info)
+    outcome = repro_stage(
+        Path(root), stage, force=force, log=logger.info, known_up_to_date=up_to_date
+    )
     if outcome.ran:
         logger.info("%s ran in %.1f s (%s)", stage, outcome.seconds, "; ".join(outcome.reasons))
     elif outcome.pulled:
@@ -36,13 +39,13 @@ def _run(stage: str, root: str, force: bool) -> dict[str, Any]:
 
 # Downloads fail for transient reasons (network, throttling): retry with backoff.
 @task(name="download", retries=3, retry_delay_seconds=[10, 30, 90])
-def download(root: str, force: bool = False) -> dict[str, Any]:
-    return _run("download", root, force)
+def download(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
+    return _run("download", root, force, up_to_date)
 
 
 @task(name="extract_frames")
-def extract_frames(root: str, force: bool = False) -> dict[str, Any]:
-    outcome = _run("extract_frames", root, force)
+def extract_frames(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
+    outcome = _run("extract_frames", root, force, up_to_date)
     params = load_params(Path(root) / "params.yaml")
     quarantine = Path(root) / params.paths.frames / "quarantine.json"
     if quarantine.exists() and (entries := read_json(quarantine)):
@@ -58,23 +61,25 @@ def extract_frames(root: str, force: bool = False) -> dict[str, Any]:
 
 
 @task(name="build_dataset")
-def build_dataset(root: str, force: bool = False) -> dict[str, Any]:
-    return _run("build_dataset", root, force)
+def build_dataset(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
+    return _run("build_dataset", root, force, up_to_date)
 
 
 @task(name="base_model", retries=2, retry_delay_seconds=[30, 120])
-def base_model(root: str, force: bool = False) -> dict[str, Any]:
+def base_model(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
     # Retries: pinning a hub model downloads it (network).
-    return _run("base_model", root, force)
+    return _run("base_model", root, force, up_to_date)
 
 
 @task(name="warm_start")
-def warm_start(root: str, force: bool = False) -> dict[str, Any]:
-    return _run("warm_start", root, force)
+def warm_start(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
+    return _run("warm_start", root, force, up_to_date)
 
 
 @task(name="train")
-def train(root: str, force: bool = False, in_process: bool = False) -> dict[str, Any]:
+def train(
+    root: str, force: bool = False, in_process: bool = False, up_to_date: bool = False
+) -> dict[str, Any]:
     """GRPO. No retries here: a failed run resumes from its checkpoint on the next run.
 
     With `orchestration.train_deployment` set (and not `in_process`, which the deployment's own
@@ -82,10 +87,10 @@ def train(root: str, force: bool = False, in_process: bool = False) -> dict[str,
     see `_train_on_deployment`."""
     params = load_params(Path(root) / "params.yaml")
     deployment = params.orchestration.train_deployment
-    if deployment and not in_process:
+    if deployment and not in_process and not (up_to_date and not force):
         outcome = _train_on_deployment(deployment, root, force, params.orchestration)
     else:
-        outcome = _run("train", root, force)
+        outcome = _run("train", root, force, up_to_date)
     summary_path = Path(root) / params.paths.trained / "training_summary.json"
     if outcome["ran"] and summary_path.exists():
         summary = read_json(summary_path)
@@ -196,9 +201,9 @@ def _wait(flow_run_id: Any, timeout_s: float, where: str) -> Any:
 
 
 @task(name="evaluate")
-def evaluate(root: str, force: bool = False) -> dict[str, Any]:
+def evaluate(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
     """Base -> trained comparison; the table becomes a Prefect artifact."""
-    outcome = _run("evaluate", root, force)
+    outcome = _run("evaluate", root, force, up_to_date)
     params = load_params(Path(root) / "params.yaml")
     table = Path(root) / params.paths.evaluation / "table.md"
     if outcome["ran"] and table.exists():
@@ -220,11 +225,11 @@ def _retry_unless_gate_failed(task: Any, task_run: Any, state: Any) -> bool:
 # Uploads fail for transient reasons; publishing is idempotent (same manifest: no-op).
 @task(name="publish", retries=2, retry_delay_seconds=[10, 60],
       retry_condition_fn=_retry_unless_gate_failed)
-def publish(root: str, force: bool = False) -> dict[str, Any]:
+def publish(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
     params = load_params(Path(root) / "params.yaml")
     report = Path(root) / params.paths.reports / "publish.json"
     try:
-        outcome = _run("publish", root, force)
+        outcome = _run("publish", root, force, up_to_date)
     except StageError as exc:
         if report.exists() and read_json(report).get("published") is False:
             raise GateFailed(str(exc)) from None

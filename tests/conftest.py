@@ -10,6 +10,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Two test workers load both cores: a temporary Prefect server can take longer than Prefect's
+# default 20 s to start, and one that times out is left running (holding its parent's pipes).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 # ------------------------------------------------------------------ a small trained-ready project

@@ -53,6 +53,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
         PYTHONPATH=str(tmp_path / "proj"),
         # A loaded 2-core machine can take longer than Prefect's default 20 s to start it.
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        # `git commit` and `dvc exp run` need an identity; CI machines have none configured.
+        GIT_AUTHOR_NAME="videorft tests", GIT_AUTHOR_EMAIL="tests@videorft.invalid",
+        GIT_COMMITTER_NAME="videorft tests", GIT_COMMITTER_EMAIL="tests@videorft.invalid",
     )
     return env
 
@@ -65,7 +68,8 @@ def project(tmp_path: Path) -> Path:
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, proj / name)
     (proj / ".dvc").mkdir()
-    shutil.copy(ROOT / ".dvc" / "config", proj / ".dvc" / "config")
+    for name in ("config", ".gitignore"):
+        shutil.copy(ROOT / ".dvc" / name, proj / ".dvc" / name)
     for package in ("videorft", "flows", "tasks"):
         shutil.copytree(
             ROOT / package, proj / package, ignore=shutil.ignore_patterns("__pycache__")
@@ -154,6 +158,8 @@ def test_run_through_prefect_then_nothing_to_redo(
     second = _videorft(project, tmp_path, "run")
     assert second.returncode == 0, second.stdout + second.stderr
     assert second.stdout.count("skipped (up to date)") == N_STAGES, second.stdout
+    assert "nothing to do" in second.stderr  # one `dvc status`; no Prefect server started
+    assert "Starting temporary server" not in second.stderr
     assert _outputs(project) == produced
 
     # One dataset param changed: only build_dataset reruns, and says why.
@@ -193,6 +199,23 @@ def test_dvc_repro_alone_then_up_to_date(project: Path, tmp_path: Path) -> None:
     assert "published model: videorft-tiny" in status.stdout  # and what it was built from:
     assert lineage["dvc"]["dataset"]["md5"] in status.stdout
     assert lineage["dvc"]["trained"]["md5"] in status.stdout
+
+    # DVC experiments on top of a commit: `-S` changes one param and reruns what depends on
+    # it (here publish only: params are narrowed per stage in dvc.yaml).
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True, env=_env(tmp_path))
+    subprocess.run(["git", "commit", "-qm", "tiny run"], cwd=project, check=True,
+                   env=_env(tmp_path))
+    exp = _dvc(project, tmp_path, "exp", "run", "-S", "publish.name=videorft-exp")
+    assert exp.returncode == 0, exp.stdout + exp.stderr
+    assert exp.stdout.count("Running stage") == 1 and "Running stage 'publish'" in exp.stdout
+    assert json.loads((project / "reports/publish.json").read_text())["name"] == "videorft-exp"
+    shown = _dvc(project, tmp_path, "exp", "show", "--json")
+    assert shown.returncode == 0 and "videorft-exp" in shown.stdout, shown.stderr
+    diff = _dvc(project, tmp_path, "params", "diff", "--json")
+    assert diff.returncode == 0, diff.stderr
+    assert json.loads(diff.stdout)["params.yaml"]["publish.name"]["new"] == "videorft-exp"
+    metrics_diff = _dvc(project, tmp_path, "metrics", "diff", "--json")
+    assert metrics_diff.returncode == 0, metrics_diff.stderr
 
 
 def test_second_run_in_same_checkout_is_refused(project: Path, tmp_path: Path) -> None:

@@ -108,19 +108,31 @@ def run(
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # The temporary server (no PREFECT_API_URL) can need more than Prefect's default 20 s to
+    # start on a busy 2-core laptop; waiting longer beats failing the run.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     try:
-        from flows.pipeline import pipeline
         from videorft.params import update_params
-        from videorft.pipeline.dvc import run_lock
+        from videorft.pipeline.dvc import nothing_to_do, run_lock
         from videorft.stages import stages_to_force, stages_to_run
 
         project = _root(root)
         stages_to_force(project, force=force, from_stage=from_stage)  # a bad --from: refuse now
-        stages_to_run(project, to_stage)  # a bad --to: refuse now
+        selected = stages_to_run(project, to_stage)  # a bad --to: refuse now
         with run_lock(project):
             params = update_params(project / "params.yaml", preset=preset, overrides=set_ or [])
-            outcomes = pipeline(root=str(project), force=force, from_stage=from_stage,
-                                to_stage=to_stage)
+            # Nothing changed (one `dvc status`): answer at once, like `dvc repro`, instead of
+            # starting Prefect (a temporary server takes longer than the check itself).
+            idle = None if force or from_stage else nothing_to_do(project, selected)
+            if idle is not None:
+                outcomes = [o.to_dict() for o in idle]
+                print("nothing to do: every stage is up to date (DVC); no Prefect flow run "
+                      "was started", file=sys.stderr)
+            else:
+                from flows.pipeline import pipeline  # Prefect: imported only when needed
+
+                outcomes = pipeline(root=str(project), force=force, from_stage=from_stage,
+                                    to_stage=to_stage)
     except (VideoRFTError, KeyError) as exc:
         _fail(exc)
         return
@@ -185,7 +197,7 @@ def stage(
 def status(root: RootOption = Path(".")) -> None:
     """Show each stage: up to date, or changed and why (which dependency or parameter)."""
     from videorft.params import load_params
-    from videorft.pipeline.dvc import stage_status
+    from videorft.pipeline.dvc import pipeline_status
     from videorft.stages import STAGES
 
     try:
@@ -193,8 +205,7 @@ def status(root: RootOption = Path(".")) -> None:
         table = Table(title="videorft stages")
         table.add_column("stage")
         table.add_column("state")
-        for name in STAGES:
-            reasons = stage_status(project, name)
+        for name, reasons in pipeline_status(project, STAGES).items():
             if reasons == ["never run"]:
                 state = "never run"
             else:

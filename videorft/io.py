@@ -19,12 +19,35 @@ from typing import IO, Any
 from videorft.errors import DataValidationError, UnsafePathError
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()  # read once: os.umask can only be read by setting it
+
+
+def temp_file_beside(path: Path) -> tuple[int, str]:
+    """A new temp file in `path`'s folder, with the permissions `path` would get from a plain
+    `open` (its current mode, else 0o666 less the umask), not mkstemp's owner-only 0o600:
+    renamed into place, it must stay readable as params, datasets and published packages
+    are by everyone else."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_UMASK
+    os.fchmod(fd, mode)
+    return fd, tmp
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temp file beside `path`; on success fsync and rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:

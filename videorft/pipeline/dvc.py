@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -148,15 +148,21 @@ def _describe_change(root: Path, locked: dict[str, Any], entry: Any) -> list[str
     return reasons
 
 
-def _status_entries(root: Path, stage: str) -> list[Any]:
-    """The stage's raw `dvc status --json` entries (empty: up to date)."""
-    code, lines = dvc(["status", "--json", stage], root)
+def _dvc_status(root: Path, targets: list[str]) -> dict[str, list[Any]]:
+    """Raw `dvc status --json` entries per changed stage (a stage that is absent is up to
+    date); no targets: every stage of dvc.yaml in one DVC call."""
+    code, lines = dvc(["status", "--json", *targets], root)
     text = "\n".join(lines).strip()
     if code != 0:
-        raise StageError(f"dvc status {stage} failed:\n{text}")
+        raise StageError(f"dvc status {' '.join(targets)} failed:\n{text}")
     start = text.find("{")
     status = json.loads(text[start:]) if start >= 0 else {}
-    return list(status.get(stage, []))
+    return {name: list(entries) for name, entries in status.items()}
+
+
+def _status_entries(root: Path, stage: str) -> list[Any]:
+    """The stage's raw `dvc status --json` entries (empty: up to date)."""
+    return _dvc_status(root, [stage]).get(stage, [])
 
 
 def _reasons(root: Path, locked: dict[str, Any], entries: list[Any]) -> list[str]:
@@ -174,14 +180,74 @@ def stage_status(root: Path, stage: str) -> list[str]:
     return _reasons(root, locked, _status_entries(root, stage))
 
 
+def pipeline_status(root: Path, stages: Iterable[str]) -> dict[str, list[str]]:
+    """Why each of `stages` would rerun (empty list: up to date), from a single `dvc status`
+    for the whole DAG: one DVC start-up instead of one per stage."""
+    lock_path = root / "dvc.lock"
+    lock = YAML(typ="safe").load(lock_path.read_text()) if lock_path.exists() else None
+    locked_stages = (lock or {}).get("stages", {})
+    entries = _dvc_status(root, [])
+    status: dict[str, list[str]] = {}
+    for stage in stages:
+        locked = locked_stages.get(stage, {})
+        status[stage] = _reasons(root, locked, entries.get(stage, [])) if locked else [
+            "never run"]
+    return status
+
+
+class RunStatus:
+    """What a run already knows about its stages, so that it skips the unchanged ones without
+    asking DVC once per stage: the whole DAG's `dvc status` taken once at the start. A stage
+    that was up to date then stays so until one of its upstream stages runs (nothing else
+    writes to the checkout during a run: `run_lock`); after that DVC is asked again."""
+
+    def __init__(self, root: Path, stages: Iterable[str], upstream: dict[str, set[str]]):
+        self.reasons = pipeline_status(root, stages)
+        self.upstream = upstream
+        self.touched: set[str] = set()  # stages that ran or were pulled in this run
+
+    def up_to_date(self, stage: str) -> bool:
+        """True: known to be up to date (skip without asking DVC); False: ask DVC."""
+        return not self.reasons.get(stage, ["unknown"]) and not (
+            self.upstream.get(stage, set()) & self.touched
+        )
+
+    def record(self, outcome: dict[str, Any]) -> None:
+        if outcome["ran"] or outcome.get("pulled"):
+            self.touched.add(outcome["stage"])
+
+
+def nothing_to_do(root: Path, stages: Iterable[str]) -> list[StageOutcome] | None:
+    """Skipped outcomes for every stage when a run has nothing to do: all up to date (one
+    `dvc status`) and, with a remote that takes pushes, all outputs already pushed. None when
+    some stage needs work (to run, to pull or to push): then run the flow."""
+    from videorft.pipeline import remote as rem  # it imports this module
+
+    root = Path(root)
+    stages = list(stages)
+    if any(pipeline_status(root, stages).values()):
+        return None
+    remote = rem.remote_settings(root)
+    if remote is not None and remote.push:
+        url = rem.configure_remote(root, remote)
+        if url is not None and not all(
+            rem.in_remote(root, url, stage, _locked_stage(root, stage)) for stage in stages
+        ):
+            return None
+    return [StageOutcome(stage=stage, ran=False) for stage in stages]
+
+
 def repro_stage(
-    root: Path, stage: str, *, force: bool = False, log: Log | None = None
+    root: Path, stage: str, *, force: bool = False, log: Log | None = None,
+    known_up_to_date: bool = False,
 ) -> StageOutcome:
     """Run one stage through DVC if it changed (or `force`); skip it otherwise.
 
     With a remote in params.yaml (`orchestration.remote`): a stage whose only change is missing
     outputs is pulled instead of run when the remote has them (`pull`), and a stage's outputs
     are pushed after it runs, or when up to date but not yet in the remote (`push`).
+    `known_up_to_date`: the caller has just seen DVC call it unchanged (`RunStatus`); DVC is
+    not asked again.
     """
     from videorft.pipeline import remote as rem  # it imports this module
 
@@ -189,8 +255,11 @@ def repro_stage(
     remote = rem.remote_settings(root)
     url = rem.configure_remote(root, remote, log=log)
     locked = _locked_stage(root, stage)
-    entries = _status_entries(root, stage) if locked else []
-    reasons = _reasons(root, locked, entries) if locked else ["never run"]
+    if known_up_to_date and locked and not force:  # the run's RunStatus says so
+        entries, reasons = [], []
+    else:
+        entries = _status_entries(root, stage) if locked else []
+        reasons = _reasons(root, locked, entries) if locked else ["never run"]
 
     def pushed() -> None:
         """Push the stage's outputs unless the remote is known to have them already."""

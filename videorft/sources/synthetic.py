@@ -36,7 +36,6 @@ import functools
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -53,6 +52,7 @@ from videorft.io import (
     dumps_canonical,
     read_json,
     sha256_bytes,
+    temp_file_beside,
     write_jsonl,
 )
 from videorft.params import SourceParams
@@ -294,7 +294,7 @@ def _encode(path: Path, frames: Iterable[np.ndarray], options: SyntheticOptions)
     One thread, fixed preset, fixed GOP and no scene-cut keyframes: the bitstream then depends
     only on the pixels, so equal seeds give byte-identical files.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         with av.open(tmp, "w", format="mp4") as container:

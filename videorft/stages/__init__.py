@@ -45,6 +45,16 @@ def _related(root: Path, stage: str, *, direction: str) -> set[str]:
         return {node.name for node in walk(graph, by_name[stage])}
 
 
+def upstream_map(root: Path) -> dict[str, set[str]]:
+    """Every stage's upstream stages (dvc.yaml's graph), read with one DVC repo open."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph
+        return {node.name: {up.name for up in nx.descendants(graph, node)} for node in graph.nodes}
+
+
 def downstream(root: Path, stage: str) -> set[str]:
     """The stages that depend, directly or not, on ``stage``: read from dvc.yaml's graph (the
     one description of dependencies), not from a list kept here."""

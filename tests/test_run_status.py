@@ -1,0 +1,151 @@
+"""A run asks DVC for the whole DAG's status once (`RunStatus`), then skips unchanged stages
+without a `dvc status` per stage; a stage downstream of one that ran is asked about again.
+
+A three-stage DVC project (a -> b -> c, shell commands; its knobs in knobs.yaml, as the
+project has no videorft params.yaml) keeps this fast; the real pipeline's
+skipping is covered end to end in test_pipeline_e2e.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from videorft.pipeline import dvc as dvc_mod
+from videorft.pipeline.dvc import RunStatus, pipeline_status, repro_stage
+from videorft.stages import upstream_map
+
+DVC_YAML = """\
+stages:
+  a:
+    cmd: python -c "open('a.txt', 'w').write('a')"
+    outs: [a.txt]
+  b:
+    cmd: python b.py
+    deps: [a.txt, b.py]
+    params: [{knobs.yaml: [b.n]}]
+    outs: [b.txt]
+  c:
+    cmd: python -c "open('c.txt', 'w').write(open('b.txt').read() + 'c')"
+    deps: [b.txt]
+    outs: [c.txt]
+"""
+B_PY = """\
+import yaml
+
+n = yaml.safe_load(open("knobs.yaml"))["b"]["n"]
+open("b.txt", "w").write(open("a.txt").read() + str(n))
+"""
+STAGES = ("a", "b", "c")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "dvc.yaml").write_text(DVC_YAML)
+    (proj / "knobs.yaml").write_text("b:\n  n: 1\n")
+    (proj / "b.py").write_text(B_PY)
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=proj, check=True)
+    return proj
+
+
+def _count_dvc_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+    real = dvc_mod.dvc
+
+    def recording(args: list[str], root: Path, **kwargs: Any) -> tuple[int, list[str]]:
+        calls.append(args)
+        return real(args, root, **kwargs)
+
+    monkeypatch.setattr(dvc_mod, "dvc", recording)
+    return calls
+
+
+def test_status_of_the_whole_dag_in_one_dvc_call(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert pipeline_status(project, STAGES) == {s: ["never run"] for s in STAGES}
+    for stage in STAGES:
+        assert repro_stage(project, stage).ran
+    calls = _count_dvc_calls(monkeypatch)
+    assert pipeline_status(project, STAGES) == {s: [] for s in STAGES}
+    assert [c[0] for c in calls] == ["status"]
+
+    (project / "knobs.yaml").write_text("b:\n  n: 2\n")
+    status = pipeline_status(project, STAGES)
+    assert status["a"] == [] and status["c"] == []  # c's deps change only once b runs
+    assert status["b"] == ["param b.n: 1 -> 2"]
+
+
+def test_a_run_skips_known_unchanged_stages_without_asking_dvc_again(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for stage in STAGES:
+        repro_stage(project, stage)
+    (project / "knobs.yaml").write_text("b:\n  n: 2\n")
+    upstream = upstream_map(project)
+    assert upstream == {"a": set(), "b": {"a"}, "c": {"a", "b"}}
+
+    calls = _count_dvc_calls(monkeypatch)
+    run = RunStatus(project, STAGES, upstream)
+    outcomes = []
+    for stage in STAGES:
+        outcome = repro_stage(project, stage, known_up_to_date=run.up_to_date(stage)).to_dict()
+        run.record(outcome)
+        outcomes.append(outcome)
+    assert [o["ran"] for o in outcomes] == [False, True, True]
+    assert outcomes[1]["reasons"] == ["param b.n: 1 -> 2"]
+    # One status for the DAG; a skipped `a` asks nothing; b is asked about (it changed) and
+    # runs; c is asked about again because b ran, and runs on b's new output.
+    assert [c[:2] for c in calls] == [
+        ["status", "--json"], ["status", "--json"], ["repro", "--single-item"],
+        ["status", "--json"], ["repro", "--single-item"],
+    ]
+    assert (project / "c.txt").read_text() == "a2c"
+
+    calls.clear()
+    run = RunStatus(project, STAGES, upstream)
+    assert all(run.up_to_date(stage) for stage in STAGES)
+    assert not any(repro_stage(project, s, known_up_to_date=True).ran for s in STAGES)
+    assert [c[0] for c in calls] == ["status"]
+
+
+def test_known_up_to_date_never_hides_a_forced_or_never_run_stage(project: Path) -> None:
+    outcome = repro_stage(project, "a", known_up_to_date=True)
+    assert outcome.ran and outcome.reasons == ["never run"]
+    forced = repro_stage(project, "a", known_up_to_date=True, force=True)
+    assert forced.ran and forced.reasons == ["forced"]
+
+
+def test_nothing_to_do_answers_without_a_flow_unless_a_push_is_pending(
+    project: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import ROOT
+    from videorft.params import update_params
+    from videorft.pipeline.dvc import nothing_to_do
+
+    assert nothing_to_do(project, STAGES) is None  # never run
+    # A folder as the DVC remote (params.yaml: the project's own, for its orchestration knobs).
+    (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    update_params(project / "params.yaml", overrides=[f"orchestration.remote.url={tmp_path}/rem"])
+    for stage in STAGES:
+        assert repro_stage(project, stage).ran  # and pushed
+    idle = nothing_to_do(project, STAGES)
+    assert idle is not None and [o.stage for o in idle] == list(STAGES)
+    assert not any(o.ran for o in idle)
+
+    # Outputs the remote may lack (say a push failed): the run must go through the stages.
+    (project / ".dvc" / "tmp" / "videorft-pushed.json").unlink()
+    assert nothing_to_do(project, STAGES) is None
+    for stage in STAGES:
+        assert not repro_stage(project, stage, known_up_to_date=True).ran  # pushes
+    assert nothing_to_do(project, STAGES) is not None
+
+    (project / "knobs.yaml").write_text("b:\n  n: 3\n")
+    assert nothing_to_do(project, STAGES) is None

@@ -8,11 +8,15 @@ skipping is covered end to end in test_pipeline_e2e.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from videorft.pipeline import dvc as dvc_mod
@@ -149,3 +153,47 @@ def test_nothing_to_do_answers_without_a_flow_unless_a_push_is_pending(
 
     (project / "knobs.yaml").write_text("b:\n  n: 3\n")
     assert nothing_to_do(project, STAGES) is None
+
+
+def _hold_dvc_lock(project: Path, pid: int) -> None:
+    """What a killed `dvc repro b` leaves: its write lock on b's output, under its PID."""
+    rwlock = project / ".dvc/tmp/rwlock"
+    rwlock.parent.mkdir(parents=True, exist_ok=True)
+    rwlock.write_text(json.dumps({"write": {str(project / "b.txt"): {
+        "pid": pid, "cmd": "dvc repro --single-item b"}}, "read": {}}))
+
+
+def test_a_killed_runs_unreaped_dvc_process_is_waited_out(project: Path) -> None:
+    """A `kill -9`ed run's DVC process is a zombie until init reaps it; DVC takes its PID for a
+    live lock holder. The status waits for it instead of failing the rerun (seen in CI)."""
+    for stage in STAGES:
+        repro_stage(project, stage)
+    zombie = subprocess.Popen(["true"])  # exits at once; not reaped until wait()
+    deadline = time.monotonic() + 10
+    while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    _hold_dvc_lock(project, zombie.pid)
+    reaper = threading.Timer(1.5, zombie.wait)  # init's part, a little late
+    reaper.start()
+    logged: list[str] = []
+    try:
+        code, lines = dvc_mod.dvc(["status", "--json", "b"], project, log=logged.append)
+    finally:
+        reaper.join()
+    assert code == 0, lines
+    assert any("held by another process" in line for line in logged), logged
+    assert pipeline_status(project, STAGES) == {s: [] for s in STAGES}
+
+
+def test_a_live_lock_holder_is_named_after_the_wait(project: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _hold_dvc_lock(project, holder.pid)
+        started = time.monotonic()
+        code, lines = dvc_mod.dvc(["status", "b"], project, busy_wait_s=1.0)
+        assert code != 0 and 1.0 <= time.monotonic() - started < 30
+        assert f"PID {holder.pid}" in "\n".join(lines)
+    finally:
+        holder.kill()
+        holder.wait()

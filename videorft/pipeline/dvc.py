@@ -70,8 +70,38 @@ def _env() -> dict[str, str]:
     return env
 
 
-def dvc(args: list[str], root: Path, *, log: Log | None = None) -> tuple[int, list[str]]:
-    """Run `dvc ARGS` in `root` under the checkout's DVC lock; stream and return its output."""
+#: DVC's message when another process holds its read/write lock on a stage's paths.
+_BUSY = "is busy, it is being blocked by"
+#: How long a DVC call waits for such a holder to go away before it gives up.
+BUSY_WAIT_S = 20.0
+
+
+def dvc(args: list[str], root: Path, *, log: Log | None = None,
+        busy_wait_s: float | None = None) -> tuple[int, list[str]]:
+    """Run `dvc ARGS` in `root` under the checkout's DVC lock; stream and return its output.
+
+    DVC counts a process in its rwlock as alive while its PID exists, and a killed run's DVC
+    process lingers as a zombie until init reaps it, so a rerun right after a `kill -9` can
+    find the stage "busy". Such a call is retried (it failed before touching anything) for up
+    to ``busy_wait_s`` seconds; a holder that really works on (a `dvc repro` by hand) then
+    gets DVC's own message, which names it.
+    """
+    wait_s = BUSY_WAIT_S if busy_wait_s is None else busy_wait_s
+    deadline = time.monotonic() + wait_s
+    delay = 0.25
+    while True:
+        code, lines = _dvc_once(args, root, log)
+        busy = code != 0 and any(_BUSY in line for line in lines)
+        if not busy or time.monotonic() + delay > deadline:
+            return code, lines
+        if log is not None and delay == 0.25:
+            log(f"DVC's lock on this stage is held by another process; waiting up to "
+                f"{wait_s:.0f} s for it to exit")
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def _dvc_once(args: list[str], root: Path, log: Log | None) -> tuple[int, list[str]]:
     lines: list[str] = []
     with FileLock(str(_lock_dir(root) / "videorft-dvc.lock")):
         proc = subprocess.Popen(

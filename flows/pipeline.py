@@ -30,10 +30,12 @@ from videorft.stages import stages_to_force, stages_to_run, upstream_map
 @flow(name="videorft-pipeline", log_prints=True)
 def pipeline(
     root: str = ".", force: bool = False, from_stage: str | None = None,
-    to_stage: str | None = None,
+    to_stage: str | None = None, known_status: dict[str, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the DAG in `root`. `force` reruns every stage; `from_stage` reruns it and all after;
-    `to_stage` stops after that stage (runs only it and what it depends on)."""
+    `to_stage` stops after that stage (runs only it and what it depends on); `known_status`:
+    why each stage would rerun, as the caller has just seen it under the run lock (None: ask
+    DVC here)."""
     root = str(Path(root).resolve())
     forced = stages_to_force(Path(root), force=force, from_stage=from_stage)
     selected = stages_to_run(Path(root), to_stage)
@@ -43,7 +45,7 @@ def pipeline(
         "evaluate": evaluate, "publish": publish,
     }
     # One `dvc status` for the whole DAG up front: unchanged stages skip without asking again.
-    status = RunStatus(Path(root), selected, upstream_map(Path(root)))
+    status = RunStatus(Path(root), selected, upstream_map(Path(root)), known_status)
     outcomes = []
     # One stage after the other, in DAG order: each reads what the previous ones wrote.
     for name in selected:

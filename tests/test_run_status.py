@@ -197,3 +197,23 @@ def test_a_live_lock_holder_is_named_after_the_wait(project: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_status_taken_by_the_caller_is_not_taken_again(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI takes the DAG's status once, for its nothing-to-do check and for the flow."""
+    from tests.conftest import ROOT
+    from videorft.pipeline.dvc import nothing_to_do
+
+    (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    for stage in STAGES:
+        repro_stage(project, stage)
+    status = pipeline_status(project, STAGES)
+    calls = _count_dvc_calls(monkeypatch)
+    assert nothing_to_do(project, STAGES, status) is not None
+    changed = {**status, "b": ["param b.n: 1 -> 2"]}
+    assert nothing_to_do(project, STAGES, changed) is None
+    run = RunStatus(project, STAGES, upstream_map(project), changed)
+    assert [run.up_to_date(s) for s in STAGES] == [True, False, True]
+    assert calls == []

@@ -113,7 +113,7 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     try:
         from videorft.params import update_params
-        from videorft.pipeline.dvc import nothing_to_do, run_lock
+        from videorft.pipeline.dvc import nothing_to_do, pipeline_status, run_lock
         from videorft.stages import stages_to_force, stages_to_run
 
         project = _root(root)
@@ -121,9 +121,11 @@ def run(
         selected = stages_to_run(project, to_stage)  # a bad --to: refuse now
         with run_lock(project):
             params = update_params(project / "params.yaml", preset=preset, overrides=set_ or [])
-            # Nothing changed (one `dvc status`): answer at once, like `dvc repro`, instead of
-            # starting Prefect (a temporary server takes longer than the check itself).
-            idle = None if force or from_stage else nothing_to_do(project, selected)
+            # One `dvc status` for the whole run. Nothing changed: answer at once, like `dvc
+            # repro`, instead of starting Prefect (a temporary server takes longer than the
+            # check itself); else the flow skips the unchanged stages without asking again.
+            status = pipeline_status(project, selected)
+            idle = None if force or from_stage else nothing_to_do(project, selected, status)
             if idle is not None:
                 outcomes = [o.to_dict() for o in idle]
                 print("nothing to do: every stage is up to date (DVC); no Prefect flow run "
@@ -132,7 +134,7 @@ def run(
                 from flows.pipeline import pipeline  # Prefect: imported only when needed
 
                 outcomes = pipeline(root=str(project), force=force, from_stage=from_stage,
-                                    to_stage=to_stage)
+                                    to_stage=to_stage, known_status=status)
     except (VideoRFTError, KeyError) as exc:
         _fail(exc)
         return

@@ -130,12 +130,17 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
-def _locked_stage(root: Path, stage: str) -> dict[str, Any]:
-    """The stage's entry in dvc.lock (what it last ran with); empty if it never ran."""
+def _locked_stages(root: Path) -> dict[str, Any]:
+    """Every stage's entry in dvc.lock (what it last ran with)."""
     lock_path = root / "dvc.lock"
     if not lock_path.exists():
         return {}
-    return (YAML(typ="safe").load(lock_path.read_text()) or {}).get("stages", {}).get(stage, {})
+    return (YAML(typ="safe").load(lock_path.read_text()) or {}).get("stages", {})
+
+
+def _locked_stage(root: Path, stage: str) -> dict[str, Any]:
+    """The stage's entry in dvc.lock (what it last ran with); empty if it never ran."""
+    return _locked_stages(root).get(stage, {})
 
 
 def _param_changes(
@@ -213,9 +218,7 @@ def stage_status(root: Path, stage: str) -> list[str]:
 def pipeline_status(root: Path, stages: Iterable[str]) -> dict[str, list[str]]:
     """Why each of `stages` would rerun (empty list: up to date), from a single `dvc status`
     for the whole DAG: one DVC start-up instead of one per stage."""
-    lock_path = root / "dvc.lock"
-    lock = YAML(typ="safe").load(lock_path.read_text()) if lock_path.exists() else None
-    locked_stages = (lock or {}).get("stages", {})
+    locked_stages = _locked_stages(root)
     entries = _dvc_status(root, [])
     status: dict[str, list[str]] = {}
     for stage in stages:
@@ -231,8 +234,11 @@ class RunStatus:
     that was up to date then stays so until one of its upstream stages runs (nothing else
     writes to the checkout during a run: `run_lock`); after that DVC is asked again."""
 
-    def __init__(self, root: Path, stages: Iterable[str], upstream: dict[str, set[str]]):
-        self.reasons = pipeline_status(root, stages)
+    def __init__(self, root: Path, stages: Iterable[str], upstream: dict[str, set[str]],
+                 reasons: dict[str, list[str]] | None = None):
+        """`reasons`: a `pipeline_status` the caller has just taken under the run lock (the
+        CLI's nothing-to-do check); None: take it now."""
+        self.reasons = pipeline_status(root, stages) if reasons is None else reasons
         self.upstream = upstream
         self.touched: set[str] = set()  # stages that ran or were pulled in this run
 
@@ -247,21 +253,27 @@ class RunStatus:
             self.touched.add(outcome["stage"])
 
 
-def nothing_to_do(root: Path, stages: Iterable[str]) -> list[StageOutcome] | None:
+def nothing_to_do(
+    root: Path, stages: Iterable[str], status: dict[str, list[str]] | None = None
+) -> list[StageOutcome] | None:
     """Skipped outcomes for every stage when a run has nothing to do: all up to date (one
-    `dvc status`) and, with a remote that takes pushes, all outputs already pushed. None when
-    some stage needs work (to run, to pull or to push): then run the flow."""
+    `dvc status`, or `status` from `pipeline_status`) and, with a remote that takes pushes, all
+    outputs already pushed. None when some stage needs work (to run, to pull or to push): then
+    run the flow."""
     from videorft.pipeline import remote as rem  # it imports this module
 
     root = Path(root)
     stages = list(stages)
-    if any(pipeline_status(root, stages).values()):
+    if status is None:
+        status = pipeline_status(root, stages)
+    if any(status.get(stage, ["unknown"]) for stage in stages):
         return None
+    locked_stages = _locked_stages(root)
     remote = rem.remote_settings(root)
     if remote is not None and remote.push:
         url = rem.configure_remote(root, remote)
         if url is not None and not all(
-            rem.in_remote(root, url, stage, _locked_stage(root, stage)) for stage in stages
+            rem.in_remote(root, url, stage, locked_stages.get(stage, {})) for stage in stages
         ):
             return None
     return [StageOutcome(stage=stage, ran=False) for stage in stages]

@@ -32,38 +32,34 @@ def get_stage(name: str) -> StageFn:
     return importlib.import_module(f"videorft.stages.{name}").run
 
 
-def _related(root: Path, stage: str, *, direction: str) -> set[str]:
+def upstream_map(root: Path) -> dict[str, set[str]]:
+    """Every stage's upstream stages, directly or not: read from dvc.yaml's graph (the one
+    description of dependencies), not from a list kept here, with one DVC repo open."""
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # an edge runs from a stage to a stage it depends on
-        by_name = {node.name: node for node in graph.nodes}
-        if stage not in by_name:
-            raise KeyError(f"dvc.yaml has no stage {stage!r}")
-        walk = nx.ancestors if direction == "down" else nx.descendants
-        return {node.name for node in walk(graph, by_name[stage])}
-
-
-def upstream_map(root: Path) -> dict[str, set[str]]:
-    """Every stage's upstream stages (dvc.yaml's graph), read with one DVC repo open."""
-    import networkx as nx
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        graph = repo.index.graph
         return {node.name: {up.name for up in nx.descendants(graph, node)} for node in graph.nodes}
 
 
+def _known(graph: dict[str, set[str]], stage: str) -> None:
+    if stage not in graph:
+        raise KeyError(f"dvc.yaml has no stage {stage!r}")
+
+
 def downstream(root: Path, stage: str) -> set[str]:
-    """The stages that depend, directly or not, on ``stage``: read from dvc.yaml's graph (the
-    one description of dependencies), not from a list kept here."""
-    return _related(root, stage, direction="down")
+    """The stages that depend, directly or not, on ``stage``."""
+    graph = upstream_map(root)
+    _known(graph, stage)
+    return {name for name, ups in graph.items() if stage in ups}
 
 
 def upstream(root: Path, stage: str) -> set[str]:
-    """The stages ``stage`` depends on, directly or not (dvc.yaml's graph)."""
-    return _related(root, stage, direction="up")
+    """The stages ``stage`` depends on, directly or not."""
+    graph = upstream_map(root)
+    _known(graph, stage)
+    return graph[stage]
 
 
 def stages_to_run(root: Path, to_stage: str | None = None) -> list[str]:

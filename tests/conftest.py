@@ -25,6 +25,20 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def record_dvc_calls(monkeypatch: pytest.MonkeyPatch, module) -> list[list[str]]:
+    """The DVC commands ``module`` runs through its ``dvc`` from now on (still the real DVC
+    CLI): each call's arguments, in order."""
+    calls: list[list[str]] = []
+    real = module.dvc
+
+    def recording(args: list[str], root: Path, **kwargs):
+        calls.append(args)
+        return real(args, root, **kwargs)
+
+    monkeypatch.setattr(module, "dvc", recording)
+    return calls
+
+
 def project_params(root: Path, *overrides: str):
     """A copy of the repo's params.yaml in ``root`` with ``overrides`` applied, loaded."""
     from videorft.params import load_params, update_params

@@ -10,11 +10,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
 
+from tests.conftest import record_dvc_calls
 from tests.test_pipeline_e2e import SMALL
 from videorft.errors import ConfigError, StageError
 from videorft.params import RemoteParams, update_params
@@ -106,25 +106,12 @@ def _locked_outs(proj: Path) -> dict[str, str]:
     return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage["outs"]}
 
 
-def _record_dvc_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The DVC commands the remote module runs from now on (still the real DVC CLI)."""
-    calls: list[list[str]] = []
-    real_dvc = remote_mod.dvc
-
-    def recording_dvc(args: list[str], root: Path, **kwargs: Any) -> tuple[int, list[str]]:
-        calls.append(args)
-        return real_dvc(args, root, **kwargs)
-
-    monkeypatch.setattr(remote_mod, "dvc", recording_dvc)
-    return calls
-
-
 @pytest.mark.e2e
 def test_other_machine_pulls_instead_of_recomputing(
     tmp_path: Path, s3_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)  # moto takes any key; none may leak
-    calls = _record_dvc_calls(monkeypatch)
+    calls = record_dvc_calls(monkeypatch, remote_mod)
     url = "s3://store/dvc"
     a = _make_project(tmp_path / "a")
     _set_remote(a, url, s3_server.endpoint_url)
@@ -206,7 +193,7 @@ def test_configure_remote_is_idempotent(tmp_path: Path, monkeypatch: pytest.Monk
     proj = tmp_path / "p"
     (proj / ".dvc").mkdir(parents=True)
     shutil.copy(ROOT / ".dvc" / "config", proj / ".dvc" / "config")
-    calls = _record_dvc_calls(monkeypatch)
+    calls = record_dvc_calls(monkeypatch, remote_mod)
     config = proj / ".dvc" / "config.local"
     s3 = RemoteParams(url="s3://bucket/prefix/", endpoint_url="http://127.0.0.1:9")
 

@@ -14,11 +14,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
+from tests.conftest import record_dvc_calls
 from videorft.pipeline import dvc as dvc_mod
 from videorft.pipeline.dvc import RunStatus, pipeline_status, repro_stage
 from videorft.stages import upstream_map
@@ -59,25 +59,13 @@ def project(tmp_path: Path) -> Path:
     return proj
 
 
-def _count_dvc_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    calls: list[list[str]] = []
-    real = dvc_mod.dvc
-
-    def recording(args: list[str], root: Path, **kwargs: Any) -> tuple[int, list[str]]:
-        calls.append(args)
-        return real(args, root, **kwargs)
-
-    monkeypatch.setattr(dvc_mod, "dvc", recording)
-    return calls
-
-
 def test_status_of_the_whole_dag_in_one_dvc_call(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert pipeline_status(project, STAGES) == {s: ["never run"] for s in STAGES}
     for stage in STAGES:
         assert repro_stage(project, stage).ran
-    calls = _count_dvc_calls(monkeypatch)
+    calls = record_dvc_calls(monkeypatch, dvc_mod)
     assert pipeline_status(project, STAGES) == {s: [] for s in STAGES}
     assert [c[0] for c in calls] == ["status"]
 
@@ -96,7 +84,7 @@ def test_a_run_skips_known_unchanged_stages_without_asking_dvc_again(
     upstream = upstream_map(project)
     assert upstream == {"a": set(), "b": {"a"}, "c": {"a", "b"}}
 
-    calls = _count_dvc_calls(monkeypatch)
+    calls = record_dvc_calls(monkeypatch, dvc_mod)
     run = RunStatus(project, STAGES, upstream)
     outcomes = []
     for stage in STAGES:
@@ -210,7 +198,7 @@ def test_a_status_taken_by_the_caller_is_not_taken_again(
     for stage in STAGES:
         repro_stage(project, stage)
     status = pipeline_status(project, STAGES)
-    calls = _count_dvc_calls(monkeypatch)
+    calls = record_dvc_calls(monkeypatch, dvc_mod)
     assert nothing_to_do(project, STAGES, status) is not None
     changed = {**status, "b": ["param b.n: 1 -> 2"]}
     assert nothing_to_do(project, STAGES, changed) is None

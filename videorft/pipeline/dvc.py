@@ -268,10 +268,10 @@ def nothing_to_do(
         status = pipeline_status(root, stages)
     if any(status.get(stage, ["unknown"]) for stage in stages):
         return None
-    locked_stages = _locked_stages(root)
     remote = rem.remote_settings(root)
     if remote is not None and remote.push:
         url = rem.configure_remote(root, remote)
+        locked_stages = _locked_stages(root)
         if url is not None and not all(
             rem.in_remote(root, url, stage, locked_stages.get(stage, {})) for stage in stages
         ):

@@ -62,7 +62,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from videorft.errors import ConfigError, DataValidationError
-from videorft.io import atomic_write_json, atomic_write_text, read_json, replace_dir
+from videorft.io import atomic_open, atomic_write_json, atomic_write_text, read_json, replace_dir
 from videorft.params import PARAMS_FILE, LoraParams, Params, load_params
 
 log = logging.getLogger(__name__)
@@ -463,9 +463,8 @@ def plot_reward_curve(metrics_dir: Path, path: Path | None = None) -> Path | Non
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png")
     return path
 
 

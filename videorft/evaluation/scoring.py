@@ -49,6 +49,7 @@ from videorft.rewards import score as reward_score
 __all__ = [
     "METRICS",
     "aggregate",
+    "item_values",
     "parse_prediction",
     "read_predictions",
     "score_file",
@@ -251,21 +252,31 @@ def _mean(values: list[float]) -> float:
     return math.fsum(values) / len(values)
 
 
-def _share_at_least(values: list[float], threshold: float) -> float:
-    return sum(v >= threshold - _TOLERANCE for v in values) / len(values)
+def item_values(task: str, rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """``{metric: [one value per row]}`` of a task's :func:`score_item` outputs, in row order.
+
+    Every table metric is the mean of these per-item values (``miou`` / ``ao``: the item's IoU;
+    ``r@k`` / ``sr@k``: 1.0 when its IoU is at least k, else 0.0; ``accuracy``: 0.0 or 1.0), which
+    is what lets the bootstrap (:mod:`videorft.evaluation.bootstrap`) resample items.
+    """
+    ious = [float(row["iou"]) for row in rows] if "iou" in TASK_REWARDS[task] else []
+    accuracy = [float(row["accuracy"]) for row in rows] if "accuracy" in TASK_REWARDS[task] else []
+    values: dict[str, list[float]] = {}
+    for metric in METRICS[task]:
+        if metric in ("miou", "ao"):
+            values[metric] = ious
+        elif metric == "accuracy":
+            values[metric] = accuracy
+        else:  # "r@k" / "sr@k"
+            threshold = float(metric.split("@", 1)[1]) - _TOLERANCE
+            values[metric] = [1.0 if v >= threshold else 0.0 for v in ious]
+    return values
 
 
 def _task_metrics(task: str, rows: list[dict[str, Any]]) -> dict[str, float]:
-    ious = [float(row["iou"]) for row in rows] if "iou" in TASK_REWARDS[task] else []
-    accuracy = [float(row["accuracy"]) for row in rows] if "accuracy" in TASK_REWARDS[task] else []
-    values: dict[str, float] = {}
-    for metric in METRICS[task]:
-        if metric in ("miou", "ao"):
-            values[metric] = _mean(ious)
-        elif metric == "accuracy":
-            values[metric] = _mean(accuracy)
-        else:  # "r@k" / "sr@k"
-            values[metric] = _share_at_least(ious, float(metric.split("@", 1)[1]))
+    values: dict[str, float] = {
+        metric: _mean(per_item) for metric, per_item in item_values(task, rows).items()
+    }
     values["count"] = len(rows)
     return values
 

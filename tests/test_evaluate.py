@@ -3,6 +3,9 @@
 - predict writes ``videorft score``'s format, resumes after a torn line generating only the
   missing rows (greedy: the result equals an uninterrupted run), never loads the model when
   every row is predicted, and starts afresh when the generation settings change.
+- the blind control: what reaches the processor in a blind pass is all-zero uint8 frames of
+  the real pass's shapes and fps, giving the same prompt tokens and video grid; blind answers
+  are fingerprinted apart from real ones and resume like them.
 - report: deltas and the paper-style table on hand-made metrics; plots are PNGs.
 - the stage on a copy of the tiny project, base and trained both the tiny model: every output
   is written and every delta is exactly 0.
@@ -15,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import project_params
@@ -80,6 +84,44 @@ def _forbid_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loading, "load_model_and_processor", refuse)
 
 
+class Loads:
+    """Wraps load_model_and_processor, recording the model each call loads."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        import videorft.model.loading as loading
+
+        self.models: list[str] = []
+        real = loading.load_model_and_processor
+
+        def recording(model, **kwargs):
+            self.models.append(str(model))
+            return real(model, **kwargs)
+
+        monkeypatch.setattr(loading, "load_model_and_processor", recording)
+
+
+class ProcessorSpy:
+    """Wraps the processor call of every batch (videorft.model.inputs.process_videos): the
+    prompts and (frames, fps) that reach the processor, and the tensors it returns."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        import videorft.model.inputs as inputs
+
+        self.calls: list[dict[str, Any]] = []
+        real = inputs.process_videos
+
+        def spying(processor, texts, videos, **kwargs):
+            result = real(processor, texts, videos, **kwargs)
+            self.calls.append({
+                "texts": list(texts),
+                "videos": [(np.array(frames), float(fps)) for frames, fps in videos],
+                "inputs": {key: value.clone() for key, value in result.items()},
+            })
+            return result
+
+        monkeypatch.setattr(inputs, "process_videos", spying)
+
+
 def test_predict_writes_the_scoring_format(setup, reference) -> None:
     rows = setup["rows"]
     items = read_predictions(reference)
@@ -129,6 +171,59 @@ def test_predict_does_not_load_the_model_when_done(setup, reference, tmp_path,
     # A subset of the rows is "all done" too; the file then holds just that subset.
     predictions = _predict(setup, out, rows=setup["rows"][:3])
     assert [p["id"] for p in read_jsonl(out)] == [r["id"] for r in setup["rows"][:3]]
+
+
+def test_blind_pass_feeds_blank_frames_of_the_real_shape(setup, tmp_path, monkeypatch) -> None:
+    import torch
+
+    from videorft.evaluation.predict import LazyModel
+
+    spy = ProcessorSpy(monkeypatch)
+    loads = Loads(monkeypatch)
+    with LazyModel(setup["model"], dtype="float32", attn_implementation=None) as loaded:
+        _predict(setup, tmp_path / "video.jsonl", loaded=loaded)
+        real, spy.calls = spy.calls, []
+        _predict(setup, tmp_path / "blind.jsonl", loaded=loaded, blind=True)
+        blind = spy.calls
+    assert loads.models == [setup["model"]]  # one load, both passes
+    assert real and len(blind) == len(real)
+    assert any(frames.any() for call in real for frames, _ in call["videos"])
+    for seen, shown in zip(blind, real, strict=True):
+        assert seen["texts"] == shown["texts"]
+        for (frames, fps), (real_frames, real_fps) in zip(seen["videos"], shown["videos"],
+                                                          strict=True):
+            assert frames.dtype == np.uint8 and frames.shape == real_frames.shape
+            assert not frames.any()  # every pixel of every frame is 0
+            assert fps == real_fps
+        for key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw",
+                    "second_per_grid_ts"):
+            assert torch.equal(seen["inputs"][key], shown["inputs"][key]), key
+        pixels, real_pixels = seen["inputs"]["pixel_values_videos"], \
+            shown["inputs"]["pixel_values_videos"]
+        assert pixels.shape == real_pixels.shape and not torch.equal(pixels, real_pixels)
+
+    # The blind file is a predictions file like any other, fingerprinted apart from the real one.
+    items = read_predictions(tmp_path / "blind.jsonl")
+    assert [item["id"] for item in items] == [row["id"] for row in setup["rows"]]
+    video_print = json.loads(fingerprint_path(tmp_path / "video.jsonl").read_text())
+    blind_print = json.loads(fingerprint_path(tmp_path / "blind.jsonl").read_text())
+    assert "frames" not in video_print and blind_print.pop("frames") == "blank"
+    assert blind_print == video_print
+
+
+def test_blind_pass_never_reuses_real_answers_and_resumes_its_own(setup, reference, tmp_path,
+                                                                  monkeypatch) -> None:
+    out = tmp_path / "predictions.jsonl"
+    shutil.copy(reference, out)
+    shutil.copy(fingerprint_path(reference), fingerprint_path(out))
+    counter = Counter(monkeypatch)
+    _predict(setup, out, blind=True)  # the file holds real answers: all rows are asked again
+    assert counter.ids == [row["id"] for row in setup["rows"]]
+    assert json.loads(fingerprint_path(out).read_text())["frames"] == "blank"
+    blind_bytes = out.read_bytes()
+    _forbid_loading(monkeypatch)  # complete: the blind pass resumes without loading the model
+    _predict(setup, out, blind=True)
+    assert out.read_bytes() == blind_bytes
 
 
 def test_predict_restarts_when_generation_settings_change(setup, reference, tmp_path,

@@ -23,6 +23,16 @@ same predictions always give the same bytes.
 
 Per-row digests rather than one digest of all rows: the fingerprint's ``rows`` maps id to
 digest, which answers both "is this line still valid" and "what changed".
+
+**Blind passes** (``blind=True``, :mod:`videorft.evaluation.blind`) answer the same rows with
+blank frames into their own file (``<model>-blind.jsonl``). Their fingerprint carries
+``"frames": "blank"``, so blind answers can never be taken for real ones or the reverse; a
+real pass's fingerprint has no ``frames`` key at all, exactly as before blind passes existed,
+so persisted predictions stay valid.
+
+**One load per model.** :class:`LazyModel` loads a model on first need and keeps it, so the
+real and the blind pass of one model share one load (and neither loads it when its file is
+complete).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from videorft.evaluation.blind import BLANK, BlankFrames
 from videorft.io import atomic_open, atomic_write_json, dumps_canonical
 
 if TYPE_CHECKING:
@@ -75,13 +86,15 @@ def prediction_fingerprint(
     max_new_tokens: int,
     dtype: str,
     attn_implementation: str | None,
+    blind: bool = False,
 ) -> dict[str, Any]:
     """What makes existing predictions reusable (a JSON-able dict).
 
     ``batch_size`` is deliberately left out: generation is greedy with left padding and an
-    attention mask, so batching does not change what a row's answer is meant to be.
+    attention mask, so batching does not change what a row's answer is meant to be. A blind
+    pass adds ``"frames": "blank"`` (module docstring).
     """
-    return {
+    fingerprint: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "model": model_fingerprint(model),
         "generation": {
@@ -92,6 +105,9 @@ def prediction_fingerprint(
         },
         "rows": {row["id"]: row_digest(row) for row in rows},
     }
+    if blind:
+        fingerprint["frames"] = BLANK
+    return fingerprint
 
 
 def prediction_line(row: dict[str, Any], completion: str) -> dict[str, Any]:
@@ -117,8 +133,12 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+#: The fingerprint keys that must all match for any existing line to be kept.
+SETTINGS = ("version", "model", "generation", "frames")
+
+
 def _same_settings(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    return all(old.get(key) == new.get(key) for key in ("version", "model", "generation"))
+    return all(old.get(key) == new.get(key) for key in SETTINGS)
 
 
 def _reusable_completions(
@@ -130,7 +150,7 @@ def _reusable_completions(
     if old is None:
         return {}, "no fingerprint beside the predictions"
     if not _same_settings(old, new):
-        changed = [k for k in ("version", "model", "generation") if old.get(k) != new.get(k)]
+        changed = [k for k in SETTINGS if old.get(k) != new.get(k)]
         return {}, f"{', '.join(changed)} changed"
     old_rows, new_rows = old.get("rows") or {}, new["rows"]
     kept: dict[str, str] = {}
@@ -159,16 +179,50 @@ def _reusable_completions(
     return kept, why
 
 
-def _release(model: Any) -> None:
-    """Free the model's memory before the next model loads (one GPU holds one at a time)."""
-    del model
-    try:
-        import torch
+class LazyModel:
+    """A model (and its processor) loaded on first :meth:`get` and kept until :meth:`close`,
+    so that several prediction passes of one model (real and blind) share one load, and a
+    model whose passes are all complete is never loaded. Use it as a context manager."""
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    def __init__(self, model: str, *, dtype: str, attn_implementation: str | None):
+        self.model = str(model)
+        self.dtype = dtype
+        self.attn_implementation = attn_implementation
+        self._loaded: tuple[Any, Any] | None = None
+
+    def get(self) -> tuple[Any, Any]:
+        """``(model, processor)``, loading them (onto the GPU when there is one) the first time."""
+        if self._loaded is None:
+            from videorft.model import loading
+
+            loaded, processor = loading.load_model_and_processor(
+                self.model, dtype=self.dtype, attn_implementation=self.attn_implementation
+            )
+            import torch
+
+            if torch.cuda.is_available():
+                loaded.to("cuda")
+            self._loaded = (loaded, processor)
+        return self._loaded
+
+    def close(self) -> None:
+        """Free the model's memory before the next model loads (one GPU holds one at a time)."""
+        if self._loaded is None:
+            return
+        self._loaded = None
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+
+    def __enter__(self) -> LazyModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def predict(
@@ -181,16 +235,26 @@ def predict(
     batch_size: int,
     dtype: str,
     attn_implementation: str | None,
+    blind: bool = False,
+    loaded: LazyModel | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Greedy predictions of ``model`` for ``rows`` (in row order), resuming ``out_path``.
 
     ``model`` is a folder or hub id for :func:`load_model_and_processor`; it is loaded only if
-    some row has no valid prediction yet (module docstring).
+    some row has no valid prediction yet (module docstring). ``blind``: answer with blank
+    frames (:class:`~videorft.evaluation.blind.BlankFrames`) instead of the stored ones.
+    ``loaded``: a :class:`LazyModel` of ``model`` to take the model from (and leave loaded for
+    the caller's next pass); without it the model is loaded here and released on return.
     """
     from tqdm import tqdm
 
     out_path = Path(out_path)
+    if loaded is not None and (loaded.model, loaded.dtype, loaded.attn_implementation) != (
+        str(model), dtype, attn_implementation
+    ):
+        raise ValueError(f"predict {model}: the loaded model is {loaded.model} "
+                         f"({loaded.dtype}, {loaded.attn_implementation}), not this one")
     ids = [row["id"] for row in rows]
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1})
@@ -198,12 +262,12 @@ def predict(
     sidecar = fingerprint_path(out_path)
     fingerprint = prediction_fingerprint(
         model, rows, max_new_tokens=max_new_tokens, dtype=dtype,
-        attn_implementation=attn_implementation,
+        attn_implementation=attn_implementation, blind=blind,
     )
     done, why = _reusable_completions(out_path, _read_sidecar(sidecar), fingerprint)
     todo = [row for row in rows if row["id"] not in done]
-    log.info("predict %s -> %s: %d of %d rows already predicted (%s)", model, out_path,
-             len(rows) - len(todo), len(rows), why)
+    log.info("predict %s%s -> %s: %d of %d rows already predicted (%s)", model,
+             " (blank frames)" if blind else "", out_path, len(rows) - len(todo), len(rows), why)
 
     # The file first (kept lines only, in row order), then the sidecar: a crash between the two
     # leaves an old sidecar that does not match, which means "start afresh", never a mix.
@@ -216,16 +280,14 @@ def predict(
         atomic_write_json(sidecar, fingerprint)
 
     if todo:
-        from videorft.model import generate, loading
+        from videorft.model import generate
 
-        loaded, processor = loading.load_model_and_processor(
-            model, dtype=dtype, attn_implementation=attn_implementation
-        )
+        frames = BlankFrames(store) if blind else store
+        owned = loaded is None
+        if loaded is None:
+            loaded = LazyModel(model, dtype=dtype, attn_implementation=attn_implementation)
         try:
-            import torch
-
-            if torch.cuda.is_available():
-                loaded.to("cuda")
+            network, processor = loaded.get()
             with (
                 out_path.open("a", encoding="utf-8") as handle,
                 tqdm(total=len(rows), initial=len(rows) - len(todo), unit="item",
@@ -234,7 +296,7 @@ def predict(
                 for start in range(0, len(todo), batch_size):
                     batch = todo[start : start + batch_size]
                     answers = generate.generate_answers(
-                        loaded, processor, batch, store,
+                        network, processor, batch, frames,
                         max_new_tokens=max_new_tokens, batch_size=batch_size,
                     )
                     if len(answers) != len(batch):
@@ -249,7 +311,8 @@ def predict(
                     done.update(zip((r["id"] for r in batch), answers, strict=True))
                     bar.update(len(batch))
         finally:
-            _release(loaded)
+            if owned:
+                loaded.close()
 
     predictions = [prediction_line(row, done[row["id"]]) for row in rows]
     final_text = "".join(_encode(line) for line in predictions)

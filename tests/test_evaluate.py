@@ -6,9 +6,12 @@
 - the blind control: what reaches the processor in a blind pass is all-zero uint8 frames of
   the real pass's shapes and fps, giving the same prompt tokens and video grid; blind answers
   are fingerprinted apart from real ones and resume like them.
-- report: deltas and the paper-style table on hand-made metrics; plots are PNGs.
+- report: deltas and the paper-style table on hand-made metrics (blind columns, intervals, the
+  legend); plots are PNGs.
 - the stage on a copy of the tiny project, base and trained both the tiny model: every output
-  is written and every delta is exactly 0.
+  is written (blind predictions included), each model is loaded once for both passes, every
+  delta and its interval is exactly 0, and re-scoring the predictions files reproduces
+  metrics.json.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from tests.conftest import project_params
 from videorft.errors import StageError
 from videorft.evaluation import report
 from videorft.evaluation.predict import fingerprint_path, predict
-from videorft.evaluation.scoring import METRICS, read_predictions
+from videorft.evaluation.scoring import METRICS, read_predictions, score_file, score_predictions
 from videorft.io import atomic_write_json, read_jsonl
 from videorft.trainer.data import load_split
 from videorft.video.extract import FrameStore
@@ -282,11 +285,60 @@ def test_markdown_table_reads_like_the_paper() -> None:
     assert "Δ" not in alone
 
 
+BLIND_BY_MODEL = {
+    model: {source: {task: {name: (value if name == "count" else value / 2)
+                            for name, value in values.items()}
+                     for task, values in tasks.items()}
+            for source, tasks in by_source.items()}
+    for model, by_source in METRICS_BY_MODEL.items()
+}
+
+
+def _spread(table: dict[str, Any], width: float) -> dict[str, Any]:
+    """``{value, low, high}`` intervals of half-width ``width`` around each metric."""
+    return {source: {task: {name: {"value": v, "low": v - width, "high": v + width}
+                            for name, v in values.items() if name != "count"}
+                     for task, values in tasks.items()}
+            for source, tasks in table.items()}
+
+
+def test_markdown_table_with_blind_values_and_intervals() -> None:
+    deltas = report.compare(METRICS_BY_MODEL, "base")
+    intervals = _spread(deltas, 0.04)
+    table = report.markdown_table(
+        METRICS_BY_MODEL, ["base", "trained"], "base", blind=BLIND_BY_MODEL,
+        delta_intervals=intervals, bootstrap={"samples": 2000, "confidence": 0.95, "seed": 0},
+    )
+    lines = table.strip().splitlines()
+    assert lines[0] == ("| Benchmark | Task | Metric | base | base blind | trained | "
+                        "trained blind | Δ (trained − base) | Items |")
+    assert ("| charades | temporal grounding | miou | 25.0 | 12.5 | 37.3 | 18.6 | "
+            "+12.3 [+8.3, +16.3] | 10 |") in lines
+    assert ("| charades | temporal grounding | r@0.3 | 40.0 | 20.0 | 40.0 | 20.0 | "
+            "+0.0 [-4.0, +4.0] | 10 |") in lines
+    legend = lines[-1]
+    assert lines[-2] == "" and not legend.startswith("|")
+    assert "95% paired bootstrap interval over items (2000 resamples, seed 0)" in legend
+    assert "wholly above 0 means trained is significantly better than base" in legend
+    assert "wholly below 0 significantly worse" in legend and "blind" in legend
+    # The whole metrics.json renders to the same table.
+    assert report.table_from_report({
+        "models": METRICS_BY_MODEL, "blind": BLIND_BY_MODEL, "baseline": "base",
+        "target": "trained", "intervals": {"delta": intervals},
+        "bootstrap": {"samples": 2000, "confidence": 0.95, "seed": 0},
+    }) == table
+
+
 def test_bars_and_plots(tmp_path) -> None:
     rows = report.bars_table(METRICS_BY_MODEL, ["base", "trained"])
     assert {"metric": "charades/temporal_grounding/miou", "model": "trained",
             "value": 0.373} in rows
     assert len(rows) == 2 * (4 + 2) and all(r["metric"].count("/") == 2 for r in rows)
+    with_blind = report.bars_table(METRICS_BY_MODEL, ["base", "trained"], BLIND_BY_MODEL)
+    assert len(with_blind) == 2 * len(rows)  # each model's rows, then its blind rows
+    assert [r["model"] for r in with_blind[:8]] == ["base"] * 4 + ["base-blind"] * 4
+    assert {"metric": "charades/temporal_grounding/miou", "model": "trained-blind",
+            "value": 0.373 / 2} in with_blind
     items = {
         model: [{"id": f"x{i}", "task": task, "iou": iou, "accuracy": None}
                 for i, (task, iou) in enumerate([("temporal_grounding", 0.1 + shift),
@@ -295,10 +347,20 @@ def test_bars_and_plots(tmp_path) -> None:
         for model, shift in (("base", 0.0), ("trained", 0.2))
     }
     report.plot_iou_distribution(items, tmp_path / "plots" / "iou.png")
-    report.plot_metric_bars(METRICS_BY_MODEL, ["base", "trained"], tmp_path / "plots" / "m.png")
-    for name in ("iou.png", "m.png"):
+    intervals = {
+        "models": {m: _spread(t, 0.05) for m, t in METRICS_BY_MODEL.items()},
+        "blind": {m: _spread(t, 0.05) for m, t in BLIND_BY_MODEL.items()},
+    }
+    report.plot_metrics(METRICS_BY_MODEL, ["base", "trained"], tmp_path / "plots" / "m.png",
+                        intervals=intervals, blind=BLIND_BY_MODEL)
+    report.plot_metrics(METRICS_BY_MODEL, ["base", "trained"], tmp_path / "plots" / "plain.png")
+    for name in ("iou.png", "m.png", "plain.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == PNG_MAGIC
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["iou.png", "m.png"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "iou.png", "m.png", "plain.png"]
+    # Error bars and blind bars are drawn: the picture differs from the plain one.
+    assert (tmp_path / "plots" / "m.png").read_bytes() != (
+        tmp_path / "plots" / "plain.png").read_bytes()
 
 
 # ------------------------------------------------------------------------------------- stage
@@ -316,6 +378,23 @@ def project(tiny_project, tmp_path) -> Path:
     return root
 
 
+def _leaves(tree: dict[str, Any], depth: int) -> dict[tuple[str, ...], Any]:
+    """``{(k1, ..., k_depth): value}`` of a nested dict, ``count`` entries left out."""
+    if depth == 0:
+        return {(): tree}
+    return {(key, *rest): value
+            for key, sub in tree.items() if key != "count"
+            for rest, value in _leaves(sub, depth - 1).items()}
+
+
+def _rescore(path: Path, thinking: bool) -> dict[str, Any]:
+    """``{source: {task: {metric, count}}}`` of a predictions file, by the scoring code alone."""
+    items = read_predictions(path)
+    return {source: score_predictions([i for i in items if i["source"] == source],
+                                      thinking=thinking)[0]
+            for source in sorted({i["source"] for i in items})}
+
+
 def test_stage_writes_every_output_and_zero_deltas_for_equal_models(project,
                                                                     monkeypatch) -> None:
     from videorft.stages import evaluate
@@ -324,40 +403,111 @@ def test_stage_writes_every_output_and_zero_deltas_for_equal_models(project,
         project, "evaluate.models=[base, warm_start, trained]", "warm_start.enabled=false",
         f"evaluate.max_new_tokens={MAX_NEW_TOKENS}", "evaluate.batch_size=4",
     )
+    assert params.evaluate.blind_control  # the default
+    loads = Loads(monkeypatch)
     summary = evaluate.run(params, project)
     out = project / params.paths.evaluation
     val = load_split(project / params.paths.dataset, "val")
     assert summary["split"] == "val" and summary["items"] == len(val)
     assert summary["models"] == ["base", "trained"]  # warm start off: not evaluated
+    assert set(summary["blind"]) == {"base", "trained"}
+    assert len(loads.models) == 2  # each model loaded once for its real and its blind pass
 
     metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["models", "blind", "delta", "reliance", "intervals", "bootstrap",
+                             "split", "baseline", "target", "blind_control"]
     assert metrics["split"] == "val" and metrics["baseline"] == "base"
-    assert set(metrics["models"]) == {"base", "trained"}
+    assert metrics["target"] == "trained" and metrics["blind_control"] is True
+    assert metrics["bootstrap"] == {"samples": 2000, "confidence": 0.95, "seed": 0,
+                                    "unit": "item", "method": "percentile",
+                                    "paired": "by item id"}
+    assert set(metrics["models"]) == set(metrics["blind"]) == set(metrics["reliance"]) == {
+        "base", "trained"}
     assert metrics["models"]["base"] == metrics["models"]["trained"]
     tasks = {row["task"] for row in val}
     assert set(metrics["models"]["trained"]["synthetic"]) == tasks
     deltas = [v for t in metrics["delta"]["synthetic"].values() for v in t.values()]
     assert deltas and all(v == 0 for v in deltas)
 
+    # Every value has its interval, whose value is the metric itself (exactly); reliance and
+    # delta are paired differences of those values.
+    intervals = metrics["intervals"]
+    assert list(intervals) == ["models", "blind", "reliance", "delta"]
+    for kind in ("models", "blind"):
+        for name in ("base", "trained"):
+            values = _leaves(metrics[kind][name], 3)
+            bounds = _leaves(intervals[kind][name], 3)
+            assert values and set(bounds) == set(values)
+            for key, value in values.items():
+                assert bounds[key]["value"] == value, (kind, name, key)
+                assert bounds[key]["low"] <= bounds[key]["high"]
+                assert bounds[key]["low"] >= 0 and bounds[key]["high"] <= 1
+    for name in ("base", "trained"):
+        video, blind = _leaves(metrics["models"][name], 3), _leaves(metrics["blind"][name], 3)
+        plain, bounds = _leaves(metrics["reliance"][name], 3), \
+            _leaves(intervals["reliance"][name], 3)
+        assert set(plain) == set(bounds) == set(video)
+        for key in video:
+            assert plain[key] == bounds[key]["value"] == video[key] - blind[key]
+            assert bounds[key]["low"] <= bounds[key]["high"]
+    delta_bounds = _leaves(intervals["delta"], 3)
+    assert set(delta_bounds) == set(_leaves(metrics["delta"], 3))
+    # Equal models: every paired difference is 0 on every item, so every interval is [0, 0].
+    assert all(b == {"value": 0.0, "low": 0.0, "high": 0.0} for b in delta_bounds.values())
+
+    # Re-scoring the predictions files with the scoring code alone gives metrics.json's values,
+    # blind passes included; a single source, so `videorft score FILE` gives them too.
+    thinking = params.build_dataset.thinking
+    for name in ("base", "trained"):
+        for kind, stem in (("models", name), ("blind", f"{name}-blind")):
+            path = out / "predictions" / f"{stem}.jsonl"
+            assert _rescore(path, thinking) == metrics[kind][name], stem
+            assert score_file(path, thinking=thinking) == metrics[kind][name]["synthetic"]
+            lines = list(read_jsonl(path))
+            assert [line["id"] for line in lines] == [row["id"] for row in val]
+            assert all(set(line) == {"id", "task", "source", "completion", "solution"}
+                       for line in lines)
+            assert fingerprint_path(path).is_file()
+
     items = list(read_jsonl(out / "items.jsonl"))
-    assert len(items) == 2 * len(val) and {i["model"] for i in items} == {"base", "trained"}
+    assert len(items) == 4 * len(val)
+    assert [i["model"] for i in items[:: len(val)]] == [
+        "base", "base-blind", "trained", "trained-blind"]
     for name in ("base", "trained"):
         assert len(read_predictions(out / "predictions" / f"{name}.jsonl")) == len(val)
     table = (out / "table.md").read_text()
     assert "Δ (trained − base)" in table and "| synthetic |" in table
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in rows]
+    assert cells[0][3:7] == ["base", "base blind", "trained", "trained blind"]
     column = cells[0].index("Δ (trained − base)")
-    assert {row[column] for row in cells[2:]} == {"+0.0"}
+    assert {row[column] for row in cells[2:]} == {"+0.0 [+0.0, +0.0]"}
+    assert "95% paired bootstrap interval over items" in table.splitlines()[-1]
     for name in ("iou_distribution.png", "metrics.png"):
         assert (out / "plots" / name).read_bytes()[:8] == PNG_MAGIC
     bars = json.loads((out / "plots" / "bars.json").read_text())
-    assert {row["model"] for row in bars} == {"base", "trained"}
+    assert {row["model"] for row in bars} == {"base", "base-blind", "trained", "trained-blind"}
 
-    # A re-run with nothing new to predict loads no model and writes the same metrics.
-    before = (out / "metrics.json").read_bytes()
+    # A re-run with nothing new to predict loads no model and writes the same bytes.
+    outputs = ("metrics.json", "table.md", "items.jsonl", "plots/bars.json", "plots/metrics.png")
+    before = {name: (out / name).read_bytes() for name in outputs}
     _forbid_loading(monkeypatch)
     assert evaluate.run(params, project) == summary
-    assert (out / "metrics.json").read_bytes() == before
+    assert {name: (out / name).read_bytes() for name in outputs} == before
+
+    # Without the blind control: no blind keys, the same model values, still no model loaded.
+    params = project_params(
+        project, "evaluate.models=[base, trained]", "warm_start.enabled=false",
+        f"evaluate.max_new_tokens={MAX_NEW_TOKENS}", "evaluate.batch_size=4",
+        "evaluate.blind_control=false",
+    )
+    assert "blind" not in evaluate.run(params, project)
+    plain = json.loads((out / "metrics.json").read_text())
+    assert "blind" not in plain and "reliance" not in plain
+    assert list(plain["intervals"]) == ["models", "delta"]
+    assert plain["models"] == metrics["models"] and plain["intervals"]["models"] == \
+        intervals["models"]
+    assert "blind" not in (out / "table.md").read_text().splitlines()[0]
 
 
 def test_stage_split_and_caps(project) -> None:

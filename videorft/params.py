@@ -337,6 +337,21 @@ class TrainParams(_Section):
 ModelName = Literal["base", "warm_start", "trained"]
 
 
+class BootstrapParams(_Section):
+    """The paired bootstrap behind every interval of the evaluation (metrics.json, table.md,
+    the plot, the publish gate): items are resampled, the same draws for every model."""
+
+    samples: int = Field(
+        2000, ge=100, description="Bootstrap replicates (item resamples) per interval."
+    )
+    confidence: float = Field(
+        0.95, gt=0, lt=1, description="Coverage of the percentile intervals (0.95: 2.5-97.5%)."
+    )
+    seed: int = Field(
+        0, ge=0, description="Seed of the item resampling: the same seed, the same intervals."
+    )
+
+
 class EvaluateParams(_Section):
     """Stage `evaluate`: greedy answers of each model on the held-out split, scored by the
     training rewards' rules, compared base -> trained (the paper's Table 1)."""
@@ -355,6 +370,17 @@ class EvaluateParams(_Section):
     batch_size: int = Field(8, gt=0, description="Rows per generate() call.")
     max_samples_per_source: int | None = Field(
         None, gt=0, description="Evaluate at most this many items per source (null: all)."
+    )
+    blind_control: bool = Field(
+        True,
+        description="Also answer every item with blank (all-zero) frames of the same shape, "
+        "count and fps, to measure how much of each score needs the video (reliance = score "
+        "with video - blind score); predictions/<model>-blind.jsonl.",
+    )
+    bootstrap: BootstrapParams = Field(
+        default_factory=BootstrapParams,
+        description="Paired bootstrap over items for the intervals of metrics, deltas and "
+        "video reliance.",
     )
 
     @field_validator("models")

@@ -2,9 +2,12 @@
 
 ``metrics`` everywhere is ``{model: {source: {task: {metric: value, ..., "count": n}}}}``,
 values being fractions in [0, 1] as :func:`videorft.evaluation.scoring.aggregate` returns
-them. The table shows percentages with one decimal, like Table 1 of VideoChat-R1, so the
-numbers read the same as the paper's. Plots use matplotlib's object API with the Agg canvas
-(no pyplot, no global backend switch) and are written atomically.
+them; ``blind`` has the same shape (the blind control's scores, see
+:mod:`videorft.evaluation.blind`), and intervals are ``{"value", "low", "high"}`` as
+:mod:`videorft.evaluation.intervals` computes them. The table shows percentages with one
+decimal, like Table 1 of VideoChat-R1, so the numbers read the same as the paper's. Plots use
+matplotlib's object API with the Agg canvas (no pyplot, no global backend switch) and are
+written atomically.
 """
 
 from __future__ import annotations
@@ -14,11 +17,21 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from videorft.evaluation.blind import blind_name
 from videorft.evaluation.scoring import METRICS
 from videorft.io import atomic_open
 
 COUNT = "count"
 MISSING = "–"
+
+#: The one metric per task (two for grounded QA) that the plot shows, in paper order.
+HEADLINES: tuple[tuple[str, str], ...] = (
+    ("temporal_grounding", "miou"),
+    ("tracking", "ao"),
+    ("grounded_qa", "miou"),
+    ("grounded_qa", "accuracy"),
+    ("mcq", "accuracy"),
+)
 
 
 def _metric_names(task: str, values: dict[str, Any]) -> list[str]:
@@ -77,21 +90,71 @@ def _signed_percent(value: Any) -> str:
     return f"{rounded:+.1f}"
 
 
+def _interval_cell(value: Any, interval: dict[str, float] | None) -> str:
+    """``+12.3 [+4.1, +20.5]`` (percentage points), or the signed value alone."""
+    cell = _signed_percent(value)
+    if interval is None or cell == MISSING:
+        return cell
+    low, high = _signed_percent(interval.get("low")), _signed_percent(interval.get("high"))
+    return f"{cell} [{low}, {high}]"
+
+
+def _cell(table: dict[str, Any] | None, source: str, task: str, name: str) -> Any:
+    return ((table or {}).get(source) or {}).get(task, {}).get(name)
+
+
+def _legend(
+    baseline: str,
+    target: str,
+    *,
+    blind: bool,
+    bootstrap: dict[str, Any] | None,
+) -> list[str]:
+    """The lines under the table saying how to read the blind columns and the intervals."""
+    lines = ["Values in percent (Δ in percentage points)."]
+    if blind:
+        lines.append(
+            "*blind*: the same model answering the same items with every frame blank (same "
+            "prompt and video tokens, no pixels); value − blind is its reliance on the video."
+        )
+    if bootstrap:
+        confidence = f"{100 * float(bootstrap.get('confidence', 0.95)):g}%"
+        lines.append(
+            f"[low, high]: the {confidence} paired bootstrap interval over items "
+            f"({bootstrap.get('samples')} resamples, seed {bootstrap.get('seed')}); an "
+            f"interval wholly above 0 means {target} is significantly better than {baseline}, "
+            "wholly below 0 significantly worse."
+        )
+    return lines
+
+
 def markdown_table(
-    metrics: dict[str, dict], models: list[str], baseline: str, target: str = "trained"
+    metrics: dict[str, dict],
+    models: list[str],
+    baseline: str,
+    target: str = "trained",
+    *,
+    blind: dict[str, dict] | None = None,
+    delta_intervals: dict[str, Any] | None = None,
+    bootstrap: dict[str, Any] | None = None,
 ) -> str:
     """The paper's Table 1 in Markdown: one row per benchmark (source), task and metric.
 
-    Columns: each model (percent, one decimal), then ``Δ (trained − baseline)`` signed, when
-    both are evaluated, and the item count. A value a model lacks shows as ``–``.
+    Columns: each model (percent, one decimal), followed by its blind value when ``blind``
+    has it, then ``Δ (trained − baseline)`` signed, when both are evaluated, with its interval
+    ``[low, high]`` when ``delta_intervals`` has it, and the item count. A value a model lacks
+    shows as ``–``. With blind values or ``bootstrap`` settings, a legend follows the table.
     """
     models = [m for m in models if m in metrics]
+    blind = {m: blind[m] for m in models if blind and m in blind}
     deltas = (
         compare(metrics, baseline, target)
         if target in metrics and baseline in metrics and target != baseline
         else None
     )
-    header = ["Benchmark", "Task", "Metric", *models]
+    header = ["Benchmark", "Task", "Metric"]
+    for model in models:
+        header += [model, f"{model} blind"] if model in blind else [model]
     if deltas is not None:
         header.append(f"Δ ({target} − {baseline})")
     header.append("Items")
@@ -115,25 +178,53 @@ def markdown_table(
             count = "/".join(str(c) for c in sorted(counts, key=str) if c is not None) or MISSING
             for name in names:
                 cells = [source, task.replace("_", " "), name]
-                cells += [
-                    _percent(metrics[m].get(source, {}).get(task, {}).get(name)) for m in models
-                ]
+                for model in models:
+                    cells.append(_percent(_cell(metrics[model], source, task, name)))
+                    if model in blind:
+                        cells.append(_percent(_cell(blind[model], source, task, name)))
                 if deltas is not None:
-                    cells.append(_signed_percent(deltas.get(source, {}).get(task, {}).get(name)))
+                    cells.append(_interval_cell(_cell(deltas, source, task, name),
+                                                _cell(delta_intervals, source, task, name)))
                 cells.append(count)
                 lines.append("| " + " | ".join(cells) + " |")
+    notes = _legend(baseline, target, blind=bool(blind),
+                   bootstrap=bootstrap if deltas is not None and delta_intervals else None)
+    if len(notes) > 1:
+        lines += ["", " ".join(notes)]
     return "\n".join(lines) + "\n"
 
 
-def bars_table(metrics: dict[str, dict], models: list[str]) -> list[dict[str, Any]]:
+def table_from_report(report: dict[str, Any]) -> str:
+    """table.md from the evaluate stage's metrics.json (the stage writes it from this same
+    dict; publish rebuilds it for an evaluation that left no table.md)."""
+    metrics = report["models"]
+    models = list(metrics)
+    baseline = report.get("baseline") or (models[0] if models else "base")
+    return markdown_table(
+        metrics, models, baseline, report.get("target") or "trained",
+        blind=report.get("blind"),
+        delta_intervals=(report.get("intervals") or {}).get("delta"),
+        bootstrap=report.get("bootstrap"),
+    )
+
+
+def bars_table(
+    metrics: dict[str, dict], models: list[str], blind: dict[str, dict] | None = None
+) -> list[dict[str, Any]]:
     """Rows ``{"metric": "source/task/metric", "model", "value"}`` for a DVC bar plot
-    (template ``bar_horizontal``: x = value, y = metric, colour = model)."""
+    (template ``bar_horizontal``: x = value, y = metric, colour = model); a model's blind
+    values follow it as model ``<model>-blind``."""
     rows: list[dict[str, Any]] = []
     models = [m for m in models if m in metrics]
+    series = [(m, metrics[m]) for m in models]
+    if blind:
+        series = [entry for m in models
+                  for entry in [(m, metrics[m])] + ([(blind_name(m), blind[m])] if m in blind
+                                                    else [])]
     for source in _sources(metrics, models):
         for task in _tasks(t for m in models for t in metrics[m].get(source, {})):
-            for model in models:
-                values = metrics[model].get(source, {}).get(task)
+            for model, table in series:
+                values = table.get(source, {}).get(task)
                 if values is None:
                     continue
                 rows.extend(
@@ -198,31 +289,88 @@ def plot_iou_distribution(per_item_by_model: dict[str, list[dict[str, Any]]],
     _save(figure, path)
 
 
-def plot_metric_bars(metrics: dict[str, dict], models: list[str], path: str | Path) -> None:
-    """Grouped horizontal bars: one group per (source, task, metric), one bar per model."""
+def plot_metrics(
+    metrics: dict[str, dict],
+    models: list[str],
+    path: str | Path,
+    *,
+    intervals: dict[str, Any] | None = None,
+    blind: dict[str, dict] | None = None,
+    confidence: float | None = None,
+) -> None:
+    """One panel per headline metric (:data:`HEADLINES`), one bar group per benchmark: each
+    model's value with its bootstrap interval as an error bar (``intervals["models"]``), and,
+    right of it, its blind value as a lighter hatched bar (``intervals["blind"]``).
+
+    Headline metrics only: the error bars of every metric of every task would not read; the
+    table and metrics.json have them all.
+    """
+    from matplotlib.colors import to_rgba
     from matplotlib.figure import Figure
 
-    rows = bars_table(metrics, models)
-    labels = list(dict.fromkeys(row["metric"] for row in rows))
     models = [m for m in models if m in metrics]
-    figure = Figure(figsize=(8, 1.0 + 0.25 * max(1, len(labels)) * max(1, len(models))))
-    axes = figure.add_subplot(1, 1, 1)
-    if not labels:
+    blind = {m: blind[m] for m in models if blind and m in blind}
+    intervals = intervals or {}
+    panels = [
+        (task, metric) for task, metric in HEADLINES
+        if any(_cell(metrics[m], s, task, metric) is not None
+               for m in models for s in metrics[m])
+    ]
+    series = [(m, False) for m in models]
+    if blind:
+        series = [entry for m in models for entry in [(m, False)] + ([(m, True)] * (m in blind))]
+    figure = Figure(figsize=(max(5.0, 3.2 * len(panels)), 4.2))
+    if not panels:
+        axes = figure.add_subplot(1, 1, 1)
         axes.text(0.5, 0.5, "no metrics", ha="center", va="center")
         axes.set_axis_off()
         _save(figure, path)
         return
-    value = {(row["metric"], row["model"]): row["value"] for row in rows}
-    height = 0.8 / max(1, len(models))
-    for offset, model in enumerate(models):
-        ys = [i + (offset - (len(models) - 1) / 2) * height for i in range(len(labels))]
-        xs = [100 * value.get((label, model), 0.0) for label in labels]
-        axes.barh(ys, xs, height=height, label=model)
-    axes.set_yticks(range(len(labels)))
-    axes.set_yticklabels(labels, fontsize="small")
-    axes.invert_yaxis()  # first metric on top, as in the table
-    axes.set_xlim(0, 100)
-    axes.set_xlabel("%")
-    axes.grid(axis="x", alpha=0.3)
-    axes.legend(fontsize="small", loc="lower right")
+    for index, (task, metric) in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, len(panels), index)
+        sources = [s for s in _sources(metrics, models)
+                   if any(_cell(metrics[m], s, task, metric) is not None for m in models)]
+        width = 0.8 / len(series)
+        for k, (model, is_blind) in enumerate(series):
+            table = blind[model] if is_blind else metrics[model]
+            bounds = (intervals.get("blind" if is_blind else "models") or {}).get(model)
+            xs: list[float] = []
+            ys: list[float] = []
+            errors: list[list[float]] = [[], []]
+            for i, source in enumerate(sources):
+                value = _cell(table, source, task, metric)
+                if value is None:
+                    continue
+                xs.append(i + (k - (len(series) - 1) / 2) * width)
+                ys.append(100 * value)
+                interval = _cell(bounds, source, task, metric) or {}
+                low, high = interval.get("low", value), interval.get("high", value)
+                errors[0].append(max(0.0, 100 * (value - low)))
+                errors[1].append(max(0.0, 100 * (high - value)))
+            if not xs:
+                continue
+            color = f"C{models.index(model)}"
+            style: dict[str, Any] = (
+                {"facecolor": to_rgba(color, 0.3), "edgecolor": color, "hatch": "//",
+                 "label": f"{model} blind"}
+                if is_blind else {"color": color, "label": model}
+            )
+            axes.bar(xs, ys, width=width, yerr=errors if bounds else None, capsize=3,
+                     error_kw={"elinewidth": 1, "ecolor": "black"}, **style)
+        axes.set_xticks(range(len(sources)))
+        axes.set_xticklabels(sources, fontsize="small", rotation=20 if len(sources) > 2 else 0)
+        axes.set_ylim(0, 100)
+        axes.set_title(f"{task.replace('_', ' ')}: {metric}", fontsize="medium")
+        axes.grid(axis="y", alpha=0.3)
+        if index == 1:
+            axes.set_ylabel("%")
+            axes.legend(fontsize="small", loc="upper left")
+    notes = []
+    if intervals.get("models"):
+        level = f"{100 * confidence:g}% " if confidence is not None else ""
+        notes.append(f"error bars: {level}bootstrap interval over items")
+    if blind:
+        notes.append("hatched: blind (every frame blank)")
+    if notes:
+        figure.text(0.5, -0.02, "; ".join(notes), ha="center", va="top", fontsize="small")
     _save(figure, path)

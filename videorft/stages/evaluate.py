@@ -6,13 +6,28 @@ Outputs under ``paths.evaluation``:
 - ``predictions/<model>.jsonl`` (+ ``.fingerprint.json``): raw answers in ``videorft score``'s
   format. DVC persists this folder, so an interrupted evaluation resumes and a retrained
   ``trained`` does not make the base model answer again (see
-  :mod:`videorft.evaluation.predict`).
-- ``metrics.json``: ``{"models": {model: {source: {task: {metric, count}}}}, "delta":
-  {source: {task: {metric: trained - baseline}}}, "split", "baseline", "target"}``; the DVC
-  metrics file (``dvc metrics show/diff`` flatten the nesting).
-- ``items.jsonl``: one line per model and item (id, task, source, format, iou, accuracy).
-- ``table.md``: the comparison table; ``plots/``: IoU ECDFs, metric bars, and ``bars.json``
-  (rows for a DVC ``bar_horizontal`` plot).
+  :mod:`videorft.evaluation.predict`). With ``evaluate.blind_control``, also
+  ``predictions/<model>-blind.jsonl``: the same model on the same items with blank frames
+  (:mod:`videorft.evaluation.blind`), from the same loaded model.
+- ``metrics.json``, the DVC metrics file (``dvc metrics show/diff`` flatten the nesting)::
+
+      {"models":   {model: {source: {task: {metric: value, "count": n}}}},
+       "blind":    {model: ... same shape, the blind predictions' scores},
+       "delta":    {source: {task: {metric: trained - baseline}}},
+       "reliance": {model: {source: {task: {metric: video - blind}}}},
+       "intervals": {"models": {model: {source: {task: {metric: {value, low, high}}}}},
+                     "blind": ..., "reliance": ..., "delta": {source: ...}},
+       "bootstrap": {samples, confidence, seed, ...},
+       "split", "baseline", "target", "blind_control"}
+
+  ``models`` is exactly what ``videorft score predictions/<model>.jsonl`` gives per source, and
+  ``blind`` what it gives for ``<model>-blind.jsonl``; the intervals are paired bootstrap
+  intervals over items (:mod:`videorft.evaluation.intervals`).
+- ``items.jsonl``: one line per model (blind passes as ``<model>-blind``) and item (id, task,
+  source, format, iou, accuracy).
+- ``table.md``: the comparison table; ``plots/``: IoU ECDFs, the headline metrics with their
+  intervals and blind values (``metrics.png``), and ``bars.json`` (rows for a DVC
+  ``bar_horizontal`` plot).
 
 Every item is scored exactly as ``videorft score`` would score the predictions file: the line
 is validated by :func:`parse_prediction`, then :func:`score_item` applies the reward rules.
@@ -27,12 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from videorft.errors import StageError
+from videorft.evaluation.blind import blind_name
+from videorft.evaluation.intervals import Bootstrap, evaluation_intervals
 from videorft.evaluation.report import (
     bars_table,
     compare,
-    markdown_table,
     plot_iou_distribution,
-    plot_metric_bars,
+    plot_metrics,
+    table_from_report,
 )
 from videorft.evaluation.scoring import aggregate, parse_prediction, score_item
 from videorft.io import atomic_open, atomic_write_text, read_jsonl
@@ -149,8 +166,17 @@ def headline(per_source: dict[str, dict[str, dict[str, float]]]) -> dict[str, fl
     }
 
 
+def reliance(metrics: dict[str, dict], blind: dict[str, dict]) -> dict[str, Any]:
+    """``{model: {source: {task: {metric: video - blind}}}}`` for every model with a blind
+    pass (positive: the score needs the video)."""
+    return {
+        name: compare({"video": metrics[name], "blind": blind[name]}, "blind", "video")
+        for name in metrics if name in blind
+    }
+
+
 def run(params: Params, root: Path) -> dict[str, Any]:
-    from videorft.evaluation.predict import predict
+    from videorft.evaluation.predict import LazyModel, predict
     from videorft.video.extract import FrameStore
 
     root = Path(root)
@@ -160,37 +186,70 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     rows = load_rows(params, root, split)
     store = FrameStore(root / params.paths.frames)
     models = models_to_evaluate(params)
-    log.info("evaluate: %d %s items, models %s", len(rows), split, ", ".join(models))
+    log.info("evaluate: %d %s items, models %s%s", len(rows), split, ", ".join(models),
+             " (each also blind)" if cfg.blind_control else "")
 
     metrics: dict[str, dict[str, Any]] = {}
+    blind: dict[str, dict[str, Any]] = {}
     per_item: dict[str, list[dict[str, Any]]] = {}
+    blind_items: dict[str, list[dict[str, Any]]] = {}
+    settings = {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
+                "dtype": params.model.dtype,
+                "attn_implementation": params.model.attn_implementation}
     for name in models:
-        path = out_dir / "predictions" / f"{name}.jsonl"
-        predictions = predict(
-            model_path(params, root, name), rows, store, path,
-            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-            dtype=params.model.dtype, attn_implementation=params.model.attn_implementation,
-        )
-        per_item[name] = score_predictions(predictions, rows, str(path))
-        metrics[name] = aggregate_by_source(per_item[name])
+        model = model_path(params, root, name)
+        # One load (at most) for both passes: the model is loaded when a pass needs it.
+        with LazyModel(model, dtype=settings["dtype"],
+                       attn_implementation=settings["attn_implementation"]) as loaded:
+            path = out_dir / "predictions" / f"{name}.jsonl"
+            predictions = predict(model, rows, store, path, loaded=loaded, **settings)
+            per_item[name] = score_predictions(predictions, rows, str(path))
+            metrics[name] = aggregate_by_source(per_item[name])
+            if cfg.blind_control:
+                path = out_dir / "predictions" / f"{blind_name(name)}.jsonl"
+                predictions = predict(model, rows, store, path, loaded=loaded, blind=True,
+                                      **settings)
+                blind_items[name] = score_predictions(predictions, rows, str(path))
+                blind[name] = aggregate_by_source(blind_items[name])
 
-    delta = compare(metrics, cfg.baseline, TARGET)
-    report = {"models": metrics, "delta": delta, "split": split, "baseline": cfg.baseline,
-              "target": TARGET}
+    boot = Bootstrap(**cfg.bootstrap.model_dump())
+    try:
+        intervals = evaluation_intervals(per_item, blind_items, baseline=cfg.baseline,
+                                         target=TARGET, boot=boot)
+    except ValueError as exc:  # the stage predicts every model on the same rows: a bug
+        raise StageError(f"evaluate: {out_dir / 'predictions'}: {exc}") from exc
+    report: dict[str, Any] = {"models": metrics}
+    if cfg.blind_control:
+        report["blind"] = blind
+    report["delta"] = compare(metrics, cfg.baseline, TARGET)
+    if cfg.blind_control:
+        report["reliance"] = reliance(metrics, blind)
+    report.update({"intervals": intervals, "bootstrap": boot.settings(), "split": split,
+                   "baseline": cfg.baseline, "target": TARGET,
+                   "blind_control": cfg.blind_control})
     # Not atomic_write_json: it sorts keys, and table order (models, TASKS, METRICS) reads better.
     atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
     with atomic_open(out_dir / "items.jsonl", "w") as handle:
         for name in models:
-            for item in per_item[name]:
-                handle.write(json.dumps({"model": name, **item}, ensure_ascii=False) + "\n")
-    atomic_write_text(out_dir / "table.md", markdown_table(metrics, models, cfg.baseline, TARGET))
+            passes = [(name, per_item[name])]
+            if name in blind_items:
+                passes.append((blind_name(name), blind_items[name]))
+            for label, items in passes:
+                for item in items:
+                    handle.write(json.dumps({"model": label, **item}, ensure_ascii=False) + "\n")
+    atomic_write_text(out_dir / "table.md", table_from_report(report))
     plots = out_dir / "plots"
     plot_iou_distribution(per_item, plots / "iou_distribution.png")
-    plot_metric_bars(metrics, models, plots / "metrics.png")
-    atomic_write_text(plots / "bars.json", json.dumps(bars_table(metrics, models), indent=2) + "\n")
-    return {
+    plot_metrics(metrics, models, plots / "metrics.png", intervals=intervals, blind=blind,
+                 confidence=boot.confidence)
+    atomic_write_text(plots / "bars.json",
+                      json.dumps(bars_table(metrics, models, blind), indent=2) + "\n")
+    summary: dict[str, Any] = {
         "split": split,
         "items": len(rows),
         "models": models,
         "headline": {name: headline(metrics[name]) for name in models},
     }
+    if cfg.blind_control:
+        summary["blind"] = {name: headline(blind[name]) for name in models}
+    return summary

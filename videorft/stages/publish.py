@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from videorft.errors import DataValidationError, StageError
-from videorft.evaluation.report import markdown_table
+from videorft.evaluation.report import table_from_report
 from videorft.io import atomic_write_json, atomic_write_text, read_json
 from videorft.params import Params
 from videorft.publish.gate import GateFailedError, check_gate, format_gate_report
@@ -38,9 +38,7 @@ def _read_metrics(evaluation: Path) -> tuple[dict[str, Any], str]:
     table = evaluation / "table.md"
     if table.is_file():
         return metrics, table.read_text(encoding="utf-8")
-    models = list(metrics["models"])  # no table.md (an older evaluation): rebuild it
-    baseline = metrics.get("baseline") or models[0]
-    return metrics, markdown_table(metrics["models"], models, baseline)
+    return metrics, table_from_report(metrics)  # no table.md (an older evaluation): rebuild it
 
 
 def run(params: Params, root: Path) -> dict[str, Any]:

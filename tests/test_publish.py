@@ -21,6 +21,7 @@ from safetensors.numpy import save_file
 
 from tests.conftest import project_params
 from videorft.errors import StageError
+from videorft.evaluation.report import compare
 from videorft.io import sha256_file
 from videorft.params import GateParams, PublishTarget
 from videorft.publish import targets as targets_mod
@@ -52,9 +53,11 @@ def _tg(miou: float, r5: float) -> dict[str, float]:
     return {"miou": miou, "r@0.3": 0.5, "r@0.5": r5, "r@0.7": 0.1, "count": 40}
 
 
-def make_metrics(trained_miou: float = 0.32, trained_r5: float = 0.30) -> dict[str, Any]:
-    """A hand-made evaluate-stage metrics.json: two sources, base vs trained."""
-    return {
+def make_metrics(trained_miou: float = 0.32, trained_r5: float = 0.30, *,
+                 half_width: float = 0.1) -> dict[str, Any]:
+    """A hand-made evaluate-stage metrics.json: two sources, base vs trained, each delta with
+    an interval of ``half_width`` either side."""
+    metrics = {
         "models": {
             "base": {
                 "charades_sta_test": {"temporal_grounding": _tg(0.30, 0.25),
@@ -71,6 +74,15 @@ def make_metrics(trained_miou: float = 0.32, trained_r5: float = 0.30) -> dict[s
         "split": "test",
         "baseline": "base",
     }
+    metrics["delta"] = compare(metrics["models"], "base")
+    metrics["intervals"] = {"delta": {
+        source: {task: {name: {"value": d, "low": d - half_width, "high": d + half_width}
+                        for name, d in values.items()}
+                 for task, values in tasks.items()}
+        for source, tasks in metrics["delta"].items()
+    }}
+    metrics["bootstrap"] = {"samples": 2000, "confidence": 0.95, "seed": 0}
+    return metrics
 
 
 TABLE = "| Source | Task | Metric | base | trained |\n|---|---|---|---|---|\n" \
@@ -175,7 +187,8 @@ def test_gate_passes_within_the_allowed_regression_and_fails_beyond_it() -> None
     gate = GateParams(max_regression=0.05)
     small_drop = check_gate(make_metrics(trained_miou=0.26), gate, baseline="base")
     assert small_drop.passed and not small_drop.failures
-    assert small_drop.checked == 2 * 4 + 1  # two grounding sources x 4 metrics, plus mcq
+    # two grounding sources x 4 metrics, plus mcq; each value and each interval
+    assert small_drop.checked == 2 * (2 * 4 + 1)
     big_drop = check_gate(make_metrics(trained_miou=0.212), gate, baseline="base")
     assert not big_drop.passed
     assert big_drop.failures == [
@@ -183,6 +196,44 @@ def test_gate_passes_within_the_allowed_regression_and_fails_beyond_it() -> None
     ]
     text = format_gate_report(big_drop)
     assert "FAILED" in text and "trained 0.212 < base 0.300 - 0.05" in text
+
+
+def test_gate_fails_a_significant_regression_and_passes_a_noisy_one() -> None:
+    """A drop within max_regression fails when its interval is wholly below 0, and a larger
+    drop with an interval reaching above 0 does not fail on significance."""
+    gate = GateParams(max_regression=0.05)
+    # trained miou 0.29 vs base 0.30: Δ -0.01 within max_regression; interval [-0.015, -0.005]
+    significant = check_gate(make_metrics(trained_miou=0.29, half_width=0.005), gate,
+                             baseline="base")
+    assert not significant.passed
+    assert significant.failures == [
+        "charades_sta_test/temporal_grounding miou: trained − base = -0.010, 95% interval "
+        "[-0.015, -0.005] wholly below 0 (significant regression)"
+    ]
+    text = format_gate_report(significant)
+    assert "FAILED" in text and "[-0.015, -0.005] wholly below 0" in text
+    assert "paired bootstrap interval is wholly below 0" in text
+    # The same drop with a wider interval [-0.03, +0.01]: not significant, passes.
+    noisy = check_gate(make_metrics(trained_miou=0.29, half_width=0.02), gate, baseline="base")
+    assert noisy.passed, noisy.failures
+    # The rule can be switched off; then only max_regression and the minimums apply.
+    off = GateParams(max_regression=0.05, fail_on_significant_regression=False)
+    lenient = check_gate(make_metrics(trained_miou=0.29, half_width=0.005), off,
+                         baseline="base")
+    assert lenient.passed and "not checked" in format_gate_report(lenient)
+    # An interval touching 0 is not wholly below it.
+    edge = check_gate(make_metrics(trained_miou=0.29, half_width=0.01), gate, baseline="base")
+    assert edge.passed, edge.failures
+
+
+def test_gate_without_intervals_fails_unless_the_rule_is_off() -> None:
+    metrics = make_metrics()
+    del metrics["intervals"]
+    report = check_gate(metrics, GateParams(), baseline="base")
+    assert not report.passed
+    assert report.failures == [report.failures[0]] and "intervals.delta" in report.failures[0]
+    assert check_gate(metrics, GateParams(fail_on_significant_regression=False),
+                      baseline="base").passed
 
 
 def test_gate_min_keys_handle_dotted_metric_and_source_names() -> None:
@@ -199,7 +250,7 @@ def test_gate_min_keys_handle_dotted_metric_and_source_names() -> None:
                                               "anet.v1.3.temporal_grounding.r@0.7": 0.1,
                                               "mcq.accuracy": 0.55}), baseline="base")
     assert one.passed, one.failures
-    assert one.checked == 9 + 3
+    assert one.checked == 2 * 9 + 3
 
 
 def test_gate_min_key_matching_nothing_fails_instead_of_passing() -> None:

@@ -405,6 +405,11 @@ class GateParams(_Section):
         description="Minimum values, keyed 'task.metric' (every source with that task) or "
         "'source.task.metric', e.g. {temporal_grounding.miou: 0.3}.",
     )
+    fail_on_significant_regression: bool = Field(
+        True,
+        description="Fail when any delta trained - baseline has its paired bootstrap interval "
+        "(evaluate.bootstrap) wholly below 0.",
+    )
 
 
 class PublishTarget(_Section):

@@ -2,18 +2,26 @@
 
 Inputs are the evaluate stage's ``metrics.json``::
 
-    {"models": {model: {source: {task: {metric: value, "count": n}}}}, "delta": ..., ...}
+    {"models": {model: {source: {task: {metric: value, "count": n}}}}, "delta": ...,
+     "intervals": {"delta": {source: {task: {metric: {"value", "low", "high"}}}}, ...},
+     "bootstrap": {"confidence": 0.95, ...}, ...}
 
-Two rules, both over fractions in [0, 1]:
+Three rules, all over fractions in [0, 1]:
 
 - regression: every metric of ``target`` may fall below the ``baseline``'s by at most
   ``gate.max_regression`` (each source/task present for both models is compared);
+- significant regression (``gate.fail_on_significant_regression``): no delta target −
+  baseline may have its paired bootstrap interval wholly below 0. The two regression rules
+  complement each other: a large drop on a handful of items may be noise (wide interval,
+  caught by max_regression only if beyond it), a small drop on thousands of items may be real
+  (narrow interval below 0, within max_regression);
 - minimums: ``gate.min`` keys are ``task.metric`` (every source having that task) or
   ``source.task.metric`` (one source). Metric names contain dots (``r@0.5``), so a key is split
   at a known task name, not at every dot.
 
 The gate never passes silently: a minimum that matches no metric, a baseline without metrics,
-or nothing at all to compare is a failure, not a pass.
+nothing at all to compare, or a significance rule without intervals to check is a failure,
+not a pass.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ class GateReport:
     baseline: str = "base"
     max_regression: float | None = None
     min: dict[str, float] = field(default_factory=dict)
+    fail_on_significant_regression: bool = False
+    confidence: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,6 +179,44 @@ def _check_regression(
         )
 
 
+def _check_significance(metrics: dict[str, Any], target: str, baseline: str,
+                        report: GateReport) -> None:
+    """Fail every delta whose interval lies wholly below 0 (``metrics["intervals"]["delta"]``)."""
+    intervals = metrics.get("intervals")
+    deltas = intervals.get("delta") if isinstance(intervals, dict) else None
+    if not isinstance(deltas, dict) or not deltas:
+        report.failures.append(
+            f"metrics.json has no intervals of {target} − {baseline} (intervals.delta) to test "
+            "for a significant regression: re-run evaluate, or set "
+            "publish.gate.fail_on_significant_regression: false"
+        )
+        return
+    bootstrap = metrics.get("bootstrap")
+    confidence = _number(bootstrap.get("confidence")) if isinstance(bootstrap, dict) else None
+    report.confidence = confidence
+    level = f"{100 * confidence:g}% " if confidence is not None else ""
+    for source in sorted(deltas):
+        tasks = deltas[source] if isinstance(deltas[source], dict) else {}
+        for task in sorted(tasks):
+            metric_intervals = tasks[task] if isinstance(tasks[task], dict) else {}
+            for metric in sorted(metric_intervals):
+                interval = metric_intervals[metric]
+                values = interval if isinstance(interval, dict) else {}
+                value, low, high = (_number(values.get(k)) for k in ("value", "low", "high"))
+                report.checked += 1
+                if value is None or low is None or high is None:
+                    report.failures.append(
+                        f"{source}/{task} {metric}: the interval of {target} − {baseline} is "
+                        f"not numeric ({interval!r})"
+                    )
+                elif high < -TOLERANCE:
+                    report.failures.append(
+                        f"{source}/{task} {metric}: {target} − {baseline} = {value:+.3f}, "
+                        f"{level}interval [{low:+.3f}, {high:+.3f}] wholly below 0 "
+                        "(significant regression)"
+                    )
+
+
 def check_gate(
     metrics: dict[str, Any], gate: GateParams, *, baseline: str, target: str = "trained"
 ) -> GateReport:
@@ -176,6 +224,7 @@ def check_gate(
     report = GateReport(
         passed=False, enabled=gate.enabled, target=target, baseline=baseline,
         max_regression=gate.max_regression, min=dict(gate.min),
+        fail_on_significant_regression=gate.fail_on_significant_regression,
     )
     if not gate.enabled:
         report.passed = True
@@ -195,6 +244,8 @@ def check_gate(
         )
     else:
         _check_regression(target_metrics, base_metrics, gate, target, baseline, report)
+        if gate.fail_on_significant_regression:
+            _check_significance(metrics, target, baseline, report)
     _check_minimums(target_metrics, gate.min, target, report)
     report.passed = not report.failures
     log.info("publish gate %s: %d values checked, %d failures",
@@ -208,9 +259,15 @@ def format_gate_report(report: GateReport) -> str:
     lines = [f"## Publish gate: {verdict}", ""]
     if report.enabled:
         minimums = ", ".join(f"`{k}` >= {v:g}" for k, v in sorted(report.min.items()))
+        significance = (
+            "no Δ whose paired bootstrap interval is wholly below 0"
+            if report.fail_on_significant_regression
+            else "significant regressions not checked"
+        )
         lines.append(
             f"{report.checked} values checked: {report.target} vs {report.baseline}, at most "
-            f"{report.max_regression:g} lower on any metric; minimums: {minimums or 'none'}."
+            f"{report.max_regression:g} lower on any metric, {significance}; minimums: "
+            f"{minimums or 'none'}."
         )
     else:
         lines.append("The gate is disabled.")

@@ -171,6 +171,41 @@ def test_spans_lie_strictly_inside_and_last_at_least_a_second(dataset: Dataset) 
             assert end - start >= 1.0
 
 
+def test_held_out_splits_by_video_and_keep_test_when_train_grows(tmp_path: Path) -> None:
+    held = {"test": 4, "val": 2}
+    counts = {"temporal_grounding": 8, "tracking": 0, "grounded_qa": 0, "mcq": 8}
+    small = _config(samples_per_task=counts, held_out=held)
+    synthetic.generate(small, tmp_path / "a")
+    records = list(synthetic.parse(small, tmp_path / "a", tmp_path))
+    for task in ("temporal_grounding", "mcq"):
+        splits = Counter(r["split"] for r in records if r["task"] == task)
+        assert splits == {"test": 4, "val": 2, "train": 2}, (task, splits)
+    letters = Counter(r["solution"]["answer"] for r in records
+                      if r["task"] == "mcq" and r["split"] == "test")
+    assert letters == {"A": 1, "B": 1, "C": 1, "D": 1}  # balanced within the split
+    assert len({r["video"] for r in records}) == len(records)  # one video per sample
+
+    bigger = _config(samples_per_task={**counts, "mcq": 20}, held_out=held)
+    synthetic.generate(bigger, tmp_path / "b")
+    grown = list(synthetic.parse(bigger, tmp_path / "b", tmp_path))
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+
+    def held_out_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k != "video"} for r in rows
+                if r["split"] != "train"]
+
+    assert held_out_of(grown) == held_out_of(records)  # same ids, inputs, answers
+    videos = [f"videos/{Path(r['video']).name}" for r in records if r["split"] != "train"]
+    assert all(b[video] == a[video] for video in videos)
+    assert Counter(r["split"] for r in grown if r["task"] == "mcq")["train"] == 14
+
+
+def test_held_out_larger_than_a_task_is_refused(tmp_path: Path) -> None:
+    config = _config(samples_per_task={"mcq": 3}, held_out={"test": 2, "val": 2})
+    with pytest.raises(ConfigError, match="held_out takes 4 samples per task"):
+        synthetic.generate(config, tmp_path / "synth")
+
+
 def test_tasks_option_limits_generation(tmp_path: Path) -> None:
     config = _config(tasks=["mcq"], samples_per_task={"mcq": 3})
     synthetic.generate(config, tmp_path / "synth")

@@ -16,6 +16,10 @@ textured background, and because it draws every pixel it knows the exact ground 
 * ``mcq`` - "In which direction does the green triangle move?" (left/right/up/down) or "How
   many shapes are in the video?" with 4 options.
 
+With ``held_out`` set, every record carries its split: per task the first indices are test,
+the next val, the rest train (one video per sample, so the split is by video), and growing
+``samples_per_task`` adds only train videos. Without it, build_dataset splits by video hash.
+
 Frame ``i`` is shown at time ``i / fps``, so a shape drawn on frames ``a .. b-1`` is visible
 over ``[a / fps, b / fps)``. Shapes are drawn in 2x2-pixel cells at even positions, straight
 into the YUV planes, so yuv420p chroma subsampling cannot wash out their edges: what decodes is
@@ -69,6 +73,7 @@ DEFAULT_SAMPLES = 8
 N_OPTIONS = 4
 
 Task = Literal["temporal_grounding", "tracking", "grounded_qa", "mcq"]
+HeldOut = Literal["val", "test"]
 
 # Saturated colours far apart in RGB (pairwise distance >= 140) and from the grey backgrounds,
 # so they survive yuv420p compression and can be segmented by colour in tests.
@@ -111,6 +116,13 @@ class SyntheticOptions(BaseModel):
     tasks: list[Task] = Field(
         default_factory=lambda: list(TASKS), description="Tasks to generate samples for."
     )
+    held_out: dict[HeldOut, int] = Field(
+        default_factory=dict,
+        description="Per task, samples given to the test and val splits (each sample has its "
+        "own video, so the split is by video); the rest are train. Test takes the first "
+        "indices, then val, so growing samples_per_task adds train videos and leaves test "
+        "and val as they were. Empty: the records carry no split (build_dataset splits them).",
+    )
 
     @field_validator("samples_per_task")
     @classmethod
@@ -137,6 +149,12 @@ class SyntheticOptions(BaseModel):
                              f"({self.min_duration_s})")
         if not any(self.count(task) for task in self.tasks):
             raise ValueError("no samples to generate: every selected task has a count of 0")
+        if any(n < 0 for n in self.held_out.values()):
+            raise ValueError(f"held_out counts must be >= 0, got {self.held_out}")
+        held = sum(self.held_out.values())
+        short = {t: self.count(t) for t in self.tasks if 0 < self.count(t) < held}
+        if short:
+            raise ValueError(f"held_out takes {held} samples per task, more than {short} has")
         return self
 
     @property
@@ -145,6 +163,15 @@ class SyntheticOptions(BaseModel):
 
     def count(self, task: str) -> int:
         return self.samples_per_task[task] if task in self.tasks else 0
+
+    def blocks(self, task: str) -> list[tuple[str | None, int]]:
+        """The task's samples as consecutive (split, count) blocks: test, val, then train;
+        one block without a split when nothing is held out."""
+        count = self.count(task)
+        if not self.held_out:
+            return [(None, count)]
+        test, val = self.held_out.get("test", 0), self.held_out.get("val", 0)
+        return [("test", test), ("val", val), ("train", count - test - val)]
 
 
 def load_options(config: SourceParams) -> SyntheticOptions:
@@ -243,6 +270,7 @@ class _Sample:
     inputs: dict[str, Any]
     solution: Any
     meta: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None  # set from SyntheticOptions.held_out; None: build_dataset splits
 
 
 # BT.601 limited range (what decoders assume for untagged SD video) : RGB -> Y, Cb, Cr.
@@ -591,18 +619,22 @@ _BUILDERS = {
 def _samples(options: SyntheticOptions) -> Iterator[_Sample]:
     """Every sample, each from its own random stream (seed, task, index)."""
     for t, task in enumerate(TASKS):
-        count = options.count(task)
-        if not count:
+        if not options.count(task):
             continue
-        # Balanced answer letters: each position count//4 or count//4 + 1 times, shuffled.
-        letters = np.random.default_rng([options.seed, t, 2])
-        positions = letters.permutation([k % N_OPTIONS for k in range(count)])
-        for index in range(count):
-            rng = np.random.default_rng([options.seed, t, 1, index])
-            sample = _BUILDERS[task](_Scene(rng, options), index, int(positions[index]))
-            sample.meta.update(seed=options.seed, index=index, n_frames=sample.n_frames,
-                               fps=options.fps)
-            yield sample
+        index = 0
+        for b, (split, size) in enumerate(options.blocks(task)):
+            # Balanced answer letters within each split: each position size//4 or size//4 + 1
+            # times, shuffled (a split's letters do not depend on the other splits' sizes).
+            letters = np.random.default_rng([options.seed, t, 2] + ([b] if split else []))
+            positions = letters.permutation([k % N_OPTIONS for k in range(size)])
+            for position in positions:
+                rng = np.random.default_rng([options.seed, t, 1, index])
+                sample = _BUILDERS[task](_Scene(rng, options), index, int(position))
+                sample.split = split
+                sample.meta.update(seed=options.seed, index=index, n_frames=sample.n_frames,
+                                   fps=options.fps)
+                yield sample
+                index += 1
 
 
 def _record(sample: _Sample, options: SyntheticOptions) -> dict[str, Any]:
@@ -615,6 +647,7 @@ def _record(sample: _Sample, options: SyntheticOptions) -> dict[str, Any]:
         duration=sample.n_frames / options.fps,
         inputs=sample.inputs,
         solution=sample.solution,
+        split=sample.split,
         meta=sample.meta,
     )
 

@@ -125,6 +125,13 @@ class ProcessorSpy:
         monkeypatch.setattr(inputs, "process_videos", spying)
 
 
+def _copy_predictions(source: Path, out: Path) -> Path:
+    """A predictions file and its fingerprint copied to ``out`` (a run that left them)."""
+    shutil.copy(source, out)
+    shutil.copy(fingerprint_path(source), fingerprint_path(out))
+    return out
+
+
 def test_predict_writes_the_scoring_format(setup, reference) -> None:
     rows = setup["rows"]
     items = read_predictions(reference)
@@ -140,9 +147,7 @@ def test_predict_writes_the_scoring_format(setup, reference) -> None:
 
 
 def test_predict_resumes_after_a_torn_line(setup, reference, tmp_path, monkeypatch) -> None:
-    out = tmp_path / "predictions.jsonl"
-    shutil.copy(reference, out)
-    shutil.copy(fingerprint_path(reference), fingerprint_path(out))
+    out = _copy_predictions(reference, tmp_path / "predictions.jsonl")
     lines = reference.read_text().splitlines(keepends=True)
     out.write_text(lines[0] + lines[1][: len(lines[1]) // 2])  # crash mid-write of line 2
     counter = Counter(monkeypatch)
@@ -165,9 +170,7 @@ def test_predict_extends_to_new_rows_only(setup, reference, tmp_path, monkeypatc
 
 def test_predict_does_not_load_the_model_when_done(setup, reference, tmp_path,
                                                    monkeypatch) -> None:
-    out = tmp_path / "predictions.jsonl"
-    shutil.copy(reference, out)
-    shutil.copy(fingerprint_path(reference), fingerprint_path(out))
+    out = _copy_predictions(reference, tmp_path / "predictions.jsonl")
     _forbid_loading(monkeypatch)
     predictions = _predict(setup, out)
     assert predictions == list(read_jsonl(reference))
@@ -216,9 +219,7 @@ def test_blind_pass_feeds_blank_frames_of_the_real_shape(setup, tmp_path, monkey
 
 def test_blind_pass_never_reuses_real_answers_and_resumes_its_own(setup, reference, tmp_path,
                                                                   monkeypatch) -> None:
-    out = tmp_path / "predictions.jsonl"
-    shutil.copy(reference, out)
-    shutil.copy(fingerprint_path(reference), fingerprint_path(out))
+    out = _copy_predictions(reference, tmp_path / "predictions.jsonl")
     counter = Counter(monkeypatch)
     _predict(setup, out, blind=True)  # the file holds real answers: all rows are asked again
     assert counter.ids == [row["id"] for row in setup["rows"]]
@@ -231,9 +232,7 @@ def test_blind_pass_never_reuses_real_answers_and_resumes_its_own(setup, referen
 
 def test_predict_restarts_when_generation_settings_change(setup, reference, tmp_path,
                                                           monkeypatch) -> None:
-    out = tmp_path / "predictions.jsonl"
-    shutil.copy(reference, out)
-    shutil.copy(fingerprint_path(reference), fingerprint_path(out))
+    out = _copy_predictions(reference, tmp_path / "predictions.jsonl")
     counter = Counter(monkeypatch)
     _predict(setup, out, max_new_tokens=MAX_NEW_TOKENS - 4)
     assert counter.ids == [row["id"] for row in setup["rows"]]

@@ -11,7 +11,9 @@ frames zero) and prints the reward components per task. The results in
 docs/research/rft-miniature.md come from these configs (``probes/``).
 
 Config keys: ``params`` (an overlay on params.yaml), ``spec`` (TinyModelSpec fields),
-``max_new`` (answer tokens), ``grpo`` (bool), and ``gen``: variants of the synthetic scenes that
+``max_new`` (answer tokens), ``grpo`` (bool), ``warm_start_cap`` (``{task: n}``: the warm start
+sees at most n train rows of that task), ``grpo_tasks`` (the tasks GRPO trains on; default
+all), and ``gen``: variants of the synthetic scenes that
 the generator does not offer as options yet, applied by replacing its private helpers in this
 process only:
 
@@ -134,6 +136,30 @@ def evaluate(root: Path, model_dir: Path, tag: str, max_new: int) -> None:
                 print("   ", row["task"], repr(answer[:120]), row["solution"])
 
 
+def train_subset(params: Any, root: Path, name: str, keep: Any) -> Any:
+    """``params`` reading its train split from ``data/<name>/train.jsonl``: the rows of the
+    real train split for which ``keep(row, index_within_task)`` holds (val is copied)."""
+    import shutil
+    from collections import Counter
+
+    from videorft.io import write_jsonl
+    from videorft.trainer.data import load_split
+
+    folder = root / "data" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    seen: Counter[str] = Counter()
+    rows = []
+    for row in load_split(root / params.paths.dataset, "train"):
+        if keep(row, seen[row["task"]]):
+            rows.append(row)
+        seen[row["task"]] += 1
+    write_jsonl(folder / "train.jsonl", rows)
+    shutil.copy(root / params.paths.dataset / "val.jsonl", folder / "val.jsonl")
+    print(name, dict(Counter(r["task"] for r in rows)), flush=True)
+    paths = params.paths.model_copy(update={"dataset": f"data/{name}"})
+    return params.model_copy(update={"paths": paths})
+
+
 def main(root: Path, config: dict[str, Any]) -> None:
     import torch
 
@@ -158,7 +184,10 @@ def main(root: Path, config: dict[str, Any]) -> None:
     from videorft.trainer.sft import warm_start
 
     began = time.time()
-    summary = warm_start(params, root, base_model=base, out_dir=root / "models/warm_start",
+    cap = config.get("warm_start_cap", {})
+    ws_params = train_subset(params, root, "dataset_warm_start",
+                             lambda row, i: i < cap.get(row["task"], 10**9)) if cap else params
+    summary = warm_start(ws_params, root, base_model=base, out_dir=root / "models/warm_start",
                          eval_rows=0)
     print("warm_start", round(time.time() - began, 1), "s; loss", summary["loss_first"], "->",
           summary["loss_last"], flush=True)
@@ -168,7 +197,10 @@ def main(root: Path, config: dict[str, Any]) -> None:
         from videorft.trainer.grpo import train_grpo
 
         began = time.time()
-        train_grpo(params, root, init_model=root / "models/warm_start",
+        tasks = config.get("grpo_tasks")
+        grpo_params = train_subset(params, root, "dataset_grpo",
+                                   lambda row, i: row["task"] in tasks) if tasks else params
+        train_grpo(grpo_params, root, init_model=root / "models/warm_start",
                    checkpoints_dir=root / "models/checkpoints", out_dir=root / "models/trained",
                    metrics_dir=root / "reports/train")
         print("grpo", round(time.time() - began, 1), "s", flush=True)

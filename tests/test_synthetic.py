@@ -316,6 +316,41 @@ def test_mcq_answers_match_pixels(dataset: Dataset) -> None:
     assert types == {"direction": 4, "count": 4}
 
 
+def test_easier_scenes_draw_a_clock_bigger_shapes_and_no_distractors(
+    tmp_path: Path, dataset: Dataset
+) -> None:
+    """time_bar, shape_scale and max_distractors: the clock's white share is the elapsed
+    share of the video, shapes stay above it, and the ground truth still matches the pixels."""
+    config = _config(**SMALL, time_bar=True, shape_scale=2.0, max_distractors=0)
+    synthetic.generate(config, tmp_path / "easy")
+    records = list(synthetic.parse(config, tmp_path / "easy", tmp_path))
+    assert all(not r["meta"].get("distractors") for r in records)
+    for record in records:
+        frames, _ = _decode(tmp_path / record["video"])
+        h, w = frames[0].shape[:2]
+        assert not any(_segment(f[h - h // 6 :], c).any() for f in frames for c in COLOURS)
+        for i, frame in enumerate(frames):
+            white = (frame[h - h // 6 + 2 : h - 2].mean(axis=-1) > 128).mean(axis=0)
+            assert abs(white.mean() - (i + 1) / len(frames)) <= 4 / w, (record["id"], i)
+        if record["task"] == "temporal_grounding":
+            query = record["inputs"]["query"]
+            colour = next(c for c in COLOURS if f"{c} " in query)
+            kind = next(s for s in SHAPES if s in query)
+            assert _check_span(tmp_path, record, colour, record["solution"]) == kind
+        if record["task"] == "tracking":
+            colour = record["inputs"]["object"].split()[0]
+            indices = np.round(np.linspace(0, len(frames) - 1, 8)).astype(int)
+            for index, box in zip(indices, record["solution"], strict=True):
+                assert _iou(_box(_segment(frames[index], colour)), box) >= 0.8, record["id"]
+                assert box[3] <= 1 - (h // 6) / h + 1e-9  # above the clock
+
+    def widths(rows: list[dict[str, Any]]) -> float:
+        return float(np.mean([b[2] - b[0] for r in rows if r["task"] == "tracking"
+                              for b in r["solution"]]))
+
+    assert widths(records) > 1.5 * widths([r for r in dataset[1] if r["id"].endswith(("0", "1"))])
+
+
 # --------------------------------------------------------------------------- idempotence
 
 

@@ -16,6 +16,10 @@ textured background, and because it draws every pixel it knows the exact ground 
 * ``mcq`` - "In which direction does the green triangle move?" (left/right/up/down) or "How
   many shapes are in the video?" with 4 options.
 
+Options make the scenes easier for small models without changing the task formats:
+``time_bar`` draws a clock along the bottom of every frame (shapes stay above it),
+``shape_scale`` enlarges the shapes and ``max_distractors`` caps the distractor shapes.
+
 With ``held_out`` set, every record carries its split: per task the first indices are test,
 the next val, the rest train (one video per sample, so the split is by video), and growing
 ``samples_per_task`` adds only train videos. Without it, build_dataset splits by video hash.
@@ -65,7 +69,7 @@ from videorft.sources._common import Item, OnInvalid, emit, read_text, root_rela
 from videorft.video.sampling import sample_indices
 
 # Bump when the rendering or the record layout changes, so old folders are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 ANNOTATIONS_FILE = "annotations.jsonl"
 GENERATOR_FILE = "generator.json"
 VIDEO_DIR = "videos"
@@ -115,6 +119,22 @@ class SyntheticOptions(BaseModel):
     )
     tasks: list[Task] = Field(
         default_factory=lambda: list(TASKS), description="Tasks to generate samples for."
+    )
+    time_bar: bool = Field(
+        False,
+        description="Draw a clock along the bottom of every frame: a bar whose length is the "
+        "elapsed share of the video; shapes stay above it. A tiny model learns to locate "
+        "events in time with it, but not from the rotary time positions alone in a CPU budget "
+        "(docs/research/rft-miniature.md). Real videos have no such bar.",
+    )
+    shape_scale: float = Field(
+        1.0, ge=0.5, le=3.0, description="Multiplies every shape's side length (larger: easier "
+        "to see at a small pixel budget)."
+    )
+    max_distractors: int | None = Field(
+        None, ge=0, description="At most this many distractor shapes per scene; null: each "
+        "task's own range (temporal grounding 1-3, tracking 0-2, grounded QA 1-2, "
+        "direction questions 0-2)."
     )
     held_out: dict[HeldOut, int] = Field(
         default_factory=dict,
@@ -293,11 +313,25 @@ def _yuv_planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return y, chroma[..., 1].copy(), chroma[..., 2].copy()
 
 
-def _render(sample: _Sample) -> Iterator[np.ndarray]:
+def _bar_height(height: int) -> int:
+    """Rows of the clock bar: a sixth of the frame, even (so it sits on the chroma grid)."""
+    return 2 * (height // 12)
+
+
+def _draw_clock(y: np.ndarray, u: np.ndarray, v: np.ndarray, frame: int, n_frames: int) -> None:
+    """The clock bar on one frame's planes: white for the elapsed share, black after it."""
+    h, w = y.shape
+    bar, length = _bar_height(h), 2 * round((frame + 1) / n_frames * w / 2)
+    y[h - bar :, :length], y[h - bar :, length:] = 235, 16
+    u[(h - bar) // 2 :], v[(h - bar) // 2 :] = 128, 128
+
+
+def _render(sample: _Sample, time_bar: bool = False) -> Iterator[np.ndarray]:
     """Frames of a sample as packed yuv420p arrays (``(h * 3 / 2, w)``, PyAV's layout).
 
     Painting the planes directly skips an RGB -> YUV conversion per frame (the bulk of the
     run time otherwise); shapes sit on the 2x2 chroma grid, so their chroma is exact.
+    ``time_bar`` adds the clock (``SyntheticOptions.time_bar``).
     """
     y0, u0, v0 = _yuv_planes(sample.background)
     h, w = y0.shape
@@ -313,14 +347,16 @@ def _render(sample: _Sample) -> Iterator[np.ndarray]:
                 y[top : top + size, x : x + size][mask] = cy
                 u[top // 2 : (top + size) // 2, x // 2 : (x + size) // 2][cells] = cu
                 v[top // 2 : (top + size) // 2, x // 2 : (x + size) // 2][cells] = cv
+        if time_bar:
+            _draw_clock(y, u, v, i, sample.n_frames)
         yield np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(h * 3 // 2, w)
 
 
 def _encode(path: Path, frames: Iterable[np.ndarray], options: SyntheticOptions) -> None:
     """Packed yuv420p frames to H.264 (libx264) in a temp file beside ``path``, then renamed.
 
-    One thread, fixed preset, fixed GOP and no scene-cut keyframes: the bitstream then depends
-    only on the pixels, so equal seeds give byte-identical files.
+    One thread, fixed preset, fixed GOP, no scene-cut keyframes and no macroblock tree: the
+    bitstream then depends only on the pixels, so equal seeds give byte-identical files.
     """
     fd, tmp = temp_file_beside(path)
     os.close(fd)
@@ -333,7 +369,10 @@ def _encode(path: Path, frames: Iterable[np.ndarray], options: SyntheticOptions)
                 options={
                     "crf": str(options.crf),
                     "preset": "veryfast",
-                    "x264-params": f"threads=1:keyint={keyint}:min-keyint={keyint}:scenecut=0",
+                    # mbtree off: with it, equal frames gave different bitstreams now and
+                    # then (1 in ~20 encodes on this build), even single-threaded.
+                    "x264-params": f"threads=1:keyint={keyint}:min-keyint={keyint}:scenecut=0"
+                                   ":mbtree=0",
                 },
             )
             stream.width, stream.height, stream.pix_fmt = options.width, options.height, "yuv420p"
@@ -359,6 +398,9 @@ class _Scene:
     def __init__(self, rng: np.random.Generator, options: SyntheticOptions):
         self.rng = rng
         self.w, self.h, self.fps = options.width, options.height, options.fps
+        # Shapes live above the clock bar (when drawn), so it never hides them.
+        self.stage_h = self.h - (_bar_height(self.h) if options.time_bar else 0)
+        self.shape_scale, self.max_distractors = options.shape_scale, options.max_distractors
         lo = int(np.ceil(options.min_duration_s * self.fps))
         hi = max(lo, int(np.floor(options.max_duration_s * self.fps)))
         self.n = int(rng.integers(lo, hi + 1))
@@ -381,8 +423,13 @@ class _Scene:
 
     def size(self, lo: float = 0.14, hi: float = 0.22) -> int:
         """An even side length: a share of the frame, but >= 7 cells so the kind is legible."""
-        m = min(self.w, self.h) / 2
+        m = min(self.w, self.stage_h) / 2 * self.shape_scale
         return 2 * int(self.rng.integers(max(7, round(lo * m)), max(7, round(hi * m)) + 1))
+
+    def distractors(self, lo: int, hi: int) -> int:
+        """A distractor count in ``lo..hi``, capped at ``max_distractors``."""
+        count = int(self.rng.integers(lo, hi + 1))
+        return count if self.max_distractors is None else min(count, self.max_distractors)
 
     def colours(self, k: int) -> list[str]:
         return [str(c) for c in self.rng.choice(list(COLOURS), size=k, replace=False)]
@@ -399,7 +446,7 @@ class _Scene:
             for s in sizes:
                 for _ in range(200):
                     x = 2 * int(self.rng.integers(0, (self.w - s) // 2 + 1))
-                    y = 2 * int(self.rng.integers(0, (self.h - s) // 2 + 1))
+                    y = 2 * int(self.rng.integers(0, (self.stage_h - s) // 2 + 1))
                     if all(x + s + gap <= bx0 or bx1 + gap <= x or y + s + gap <= by0
                            or by1 + gap <= y for bx0, by0, bx1, by1 in taken):
                         taken.append((x, y, x + s, y + s))
@@ -410,7 +457,8 @@ class _Scene:
             if len(spots) == len(sizes):
                 return spots
         raise ConfigError(f"synthetic: cannot place {len(sizes)} shapes without overlap in a "
-                          f"{self.w}x{self.h} frame; use larger frames")
+                          f"{self.w}x{self.stage_h} area; use larger frames or "
+                          "smaller shapes")
 
     def static(self, kind: str, colour: str, size: int, xy: tuple[int, int],
                visible: np.ndarray | None = None) -> _Sprite:
@@ -446,7 +494,7 @@ _TG_TEMPLATES = (
 
 
 def _temporal_grounding(sc: _Scene, index: int, position: int | None) -> _Sample:
-    n_distractors = int(sc.rng.integers(1, 4))
+    n_distractors = sc.distractors(1, 3)
     colours = sc.colours(n_distractors + 1)
     kinds = sc.kinds(n_distractors + 1)
     sizes = [sc.size() for _ in colours]
@@ -468,7 +516,7 @@ def _temporal_grounding(sc: _Scene, index: int, position: int | None) -> _Sample
 
 def _path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-frame top-left of a moving shape: a line or a quadratic Bezier inside the frame."""
-    rng, hi = sc.rng, np.array([sc.w - size, sc.h - size], dtype=np.float64)
+    rng, hi = sc.rng, np.array([sc.w - size, sc.stage_h - size], dtype=np.float64)
     for _ in range(100):
         p0, p2 = rng.uniform(0, 1, size=2) * hi, rng.uniform(0, 1, size=2) * hi
         if np.linalg.norm((p2 - p0) / hi) >= 0.5:  # travels a good part of the frame
@@ -483,7 +531,7 @@ def _path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def _tracking(sc: _Scene, index: int, position: int | None) -> _Sample:
-    n_distractors = int(sc.rng.integers(0, 3))
+    n_distractors = sc.distractors(0, 2)
     colours = sc.colours(n_distractors + 1)
     kinds = sc.kinds(n_distractors + 1)
     sizes = [sc.size() for _ in range(n_distractors)]
@@ -516,7 +564,7 @@ _GQA_COLOUR_TEMPLATES = (
 
 def _grounded_qa(sc: _Scene, index: int, position: int | None) -> _Sample:
     assert position is not None
-    n_distractors = int(sc.rng.integers(1, 3))
+    n_distractors = sc.distractors(1, 2)
     colours = sc.colours(n_distractors + 1)
     kinds = sc.kinds(n_distractors + 1, distinct=True)  # the target's kind names it uniquely
     sizes = [sc.size() for _ in colours]
@@ -551,8 +599,8 @@ def _grounded_qa(sc: _Scene, index: int, position: int | None) -> _Sample:
 def _direction_path(sc: _Scene, size: int, direction: str) -> tuple[np.ndarray, np.ndarray]:
     """A straight move mostly along one axis (side drift <= 15% of the frame)."""
     rng = sc.rng
-    along_hi = (sc.w if direction in ("left", "right") else sc.h) - size
-    across_hi = (sc.h if direction in ("left", "right") else sc.w) - size
+    along_hi = (sc.w if direction in ("left", "right") else sc.stage_h) - size
+    across_hi = (sc.stage_h if direction in ("left", "right") else sc.w) - size
     travel = rng.uniform(0.45, 0.85) * along_hi
     a0 = rng.uniform(0, along_hi - travel)
     a1 = a0 + travel
@@ -571,7 +619,7 @@ def _mcq(sc: _Scene, index: int, position: int | None) -> _Sample:
     qtype = "direction" if index % 2 == 0 else "count"
     if qtype == "direction":
         direction = DIRECTIONS[int(sc.rng.integers(len(DIRECTIONS)))]
-        n_distractors = int(sc.rng.integers(0, 3))
+        n_distractors = sc.distractors(0, 2)
         colours = sc.colours(n_distractors + 1)
         kinds = sc.kinds(n_distractors + 1)
         tsize = sc.size()
@@ -691,7 +739,8 @@ def generate(config: SourceParams, folder: Path) -> None:
     video_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     for sample in _samples(options):
-        _encode(video_dir / f"{sample.native_id}.mp4", _render(sample), options)
+        _encode(video_dir / f"{sample.native_id}.mp4", _render(sample, options.time_bar),
+                options)
         records.append(_record(sample, options))
     names = {PurePosixPath(r["video"]).name for r in records}
     for path in video_dir.iterdir():

@@ -217,7 +217,9 @@ def test_tasks_option_limits_generation(tmp_path: Path) -> None:
     "options",
     [{"colour": "red"}, {"width": 161}, {"samples_per_task": {"bogus": 1}},
      {"min_duration_s": 6.0, "max_duration_s": 5.0}, {"tasks": []}, {"fps": 1},
-     {"tasks": ["mcq"], "samples_per_task": {"mcq": 0}}],
+     {"tasks": ["mcq"], "samples_per_task": {"mcq": 0}},
+     {"min_span_s": 2.0, "max_span_s": 1.0}, {"fps": 8, "span_grid_s": 0.3},
+     {"min_duration_s": 3.0, "span_margin_s": 1.5}],
 )
 def test_bad_options_raise_config_error_naming_the_source(
     tmp_path: Path, options: dict[str, Any]
@@ -349,6 +351,31 @@ def test_easier_scenes_draw_a_clock_bigger_shapes_and_no_distractors(
                               for b in r["solution"]]))
 
     assert widths(records) > 1.5 * widths([r for r in dataset[1] if r["id"].endswith(("0", "1"))])
+
+
+def test_span_grid_puts_appearances_on_whole_seconds(tmp_path: Path) -> None:
+    """4 s videos, 1 s spans on a 1 s grid, no margin: the four seconds are the only answers,
+    each is drawn, and the pixels agree."""
+    config = _config(samples_per_task={"temporal_grounding": 16, "grounded_qa": 8, "tracking": 0,
+                                       "mcq": 0}, fps=4, min_duration_s=4.0, max_duration_s=4.0,
+                     span_grid_s=1.0, min_span_s=1.0, max_span_s=1.0, span_margin_s=0.0)
+    synthetic.generate(config, tmp_path / "grid")
+    records = list(synthetic.parse(config, tmp_path / "grid", tmp_path))
+    spans = [r["solution"] if r["task"] == "temporal_grounding" else r["solution"]["glue"][0]
+             for r in records]
+    assert {tuple(s) for s in spans} == {(0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0)}
+    for record in records[:4]:
+        query = record["inputs"]["query"]
+        colour = next(c for c in COLOURS if f"{c} " in query)
+        _check_span(tmp_path, record, colour, record["solution"])
+
+
+def test_span_settings_that_fit_no_video_are_refused(tmp_path: Path) -> None:
+    config = _config(samples_per_task={"temporal_grounding": 1}, tasks=["temporal_grounding"],
+                     fps=4, min_duration_s=4.0, max_duration_s=4.0, span_grid_s=3.0,
+                     min_span_s=1.0, max_span_s=2.0, span_margin_s=0.5)
+    with pytest.raises(ConfigError, match="no appearance"):
+        synthetic.generate(config, tmp_path / "grid")
 
 
 # --------------------------------------------------------------------------- idempotence

@@ -6,7 +6,8 @@ H.264 videos of coloured shapes (circle, square, triangle, diamond) on a plain o
 textured background, and because it draws every pixel it knows the exact ground truth:
 
 * ``temporal_grounding`` - "the red circle appears": the target is visible over one span
-  strictly inside the video (at least 1 s), distractor shapes are on screen throughout;
+  strictly inside the video (by default at least 1 s, with 0.5 s before and after),
+  distractor shapes are on screen throughout;
   solution ``[start, end]`` seconds = first visible frame / fps, (last visible frame + 1) / fps.
 * ``tracking`` - an object moves along a straight line or a quadratic Bezier curve that stays
   inside the frame; ``nframes`` = 8 and the solution is the drawn shape's tight pixel box,
@@ -18,7 +19,9 @@ textured background, and because it draws every pixel it knows the exact ground 
 
 Options make the scenes easier for small models without changing the task formats:
 ``time_bar`` draws a clock along the bottom of every frame (shapes stay above it),
-``shape_scale`` enlarges the shapes and ``max_distractors`` caps the distractor shapes.
+``shape_scale`` enlarges the shapes, ``max_distractors`` caps the distractor shapes, and
+``span_grid_s``/``min_span_s``/``max_span_s``/``span_margin_s`` shape the appearances (e.g. 1 s
+spans on whole seconds: four possible answers in a 4 s video, none favoured).
 
 With ``held_out`` set, every record carries its split: per task the first indices are test,
 the next val, the rest train (one video per sample, so the split is by video), and growing
@@ -136,6 +139,17 @@ class SyntheticOptions(BaseModel):
         "task's own range (temporal grounding 1-3, tracking 0-2, grounded QA 1-2, "
         "direction questions 0-2)."
     )
+    span_grid_s: float | None = Field(
+        None, gt=0, description="Appearances (temporal grounding, grounded QA) start and end on "
+        "multiples of this many seconds; null: on any frame."
+    )
+    min_span_s: float = Field(1.0, gt=0, description="Shortest appearance, in seconds.")
+    max_span_s: float | None = Field(
+        None, gt=0, description="Longest appearance, in seconds; null: 60% of the video."
+    )
+    span_margin_s: float = Field(
+        0.5, ge=0, description="Video before and after every appearance, at least, in seconds."
+    )
     held_out: dict[HeldOut, int] = Field(
         default_factory=dict,
         description="Per task, samples given to the test and val splits (each sample has its "
@@ -167,6 +181,16 @@ class SyntheticOptions(BaseModel):
         if self.max_duration_s < self.min_duration_s:
             raise ValueError(f"max_duration_s ({self.max_duration_s}) < min_duration_s "
                              f"({self.min_duration_s})")
+        if self.max_span_s is not None and self.max_span_s < self.min_span_s:
+            raise ValueError(f"max_span_s ({self.max_span_s}) < min_span_s ({self.min_span_s})")
+        if self.span_grid_s is not None and abs(round(self.span_grid_s * self.fps)
+                                               - self.span_grid_s * self.fps) > 1e-9:
+            raise ValueError(f"span_grid_s ({self.span_grid_s}) must be a whole number of "
+                             f"frames at fps {self.fps}")
+        if 2 * self.span_margin_s + self.min_span_s > self.min_duration_s:
+            raise ValueError(f"an appearance of min_span_s ({self.min_span_s}) with "
+                             f"span_margin_s ({self.span_margin_s}) on both sides does not fit "
+                             f"in min_duration_s ({self.min_duration_s})")
         if not any(self.count(task) for task in self.tasks):
             raise ValueError("no samples to generate: every selected task has a count of 0")
         if any(n < 0 for n in self.held_out.values()):
@@ -401,6 +425,7 @@ class _Scene:
         # Shapes live above the clock bar (when drawn), so it never hides them.
         self.stage_h = self.h - (_bar_height(self.h) if options.time_bar else 0)
         self.shape_scale, self.max_distractors = options.shape_scale, options.max_distractors
+        self.options = options
         lo = int(np.ceil(options.min_duration_s * self.fps))
         hi = max(lo, int(np.floor(options.max_duration_s * self.fps)))
         self.n = int(rng.integers(lo, hi + 1))
@@ -467,11 +492,29 @@ class _Scene:
                        np.ones(n, dtype=bool) if visible is None else visible)
 
     def appearance(self) -> np.ndarray:
-        """Visibility over one span of >= 1 s, with >= 0.5 s of video before and after."""
-        margin, shortest = int(np.ceil(0.5 * self.fps)), self.fps
-        longest = max(shortest, min(self.n - 2 * margin, int(0.6 * self.n)))
-        length = int(self.rng.integers(shortest, longest + 1))
-        start = int(self.rng.integers(margin, self.n - margin - length + 1))
+        """Visibility over one span of ``min_span_s`` .. ``max_span_s`` (default: 1 s .. 60% of
+        the video), with ``span_margin_s`` of video before and after; on the ``span_grid_s``
+        grid when set."""
+        opts, fps = self.options, self.fps
+        margin = int(np.ceil(opts.span_margin_s * fps - 1e-9))
+        shortest = int(np.ceil(opts.min_span_s * fps - 1e-9))
+        cap = (int(np.floor(opts.max_span_s * fps + 1e-9)) if opts.max_span_s is not None
+               else int(0.6 * self.n))
+        longest = max(shortest, min(self.n - 2 * margin, cap))
+        if opts.span_grid_s is None:
+            length = int(self.rng.integers(shortest, longest + 1))
+            start = int(self.rng.integers(margin, self.n - margin - length + 1))
+        else:
+            step = round(opts.span_grid_s * fps)
+            first = -(-margin // step) * step  # the first grid point after the margin
+            spans = [(a, length) for length in range(step, self.n + 1, step)
+                     if shortest <= length <= longest
+                     for a in range(first, self.n - margin - length + 1, step)]
+            if not spans:
+                raise ConfigError(f"synthetic: no appearance of {opts.min_span_s}-"
+                                  f"{opts.max_span_s} s on a {opts.span_grid_s} s grid fits a "
+                                  f"{self.n / fps} s video with {opts.span_margin_s} s margins")
+            start, length = spans[int(self.rng.integers(len(spans)))]
         visible = np.zeros(self.n, dtype=bool)
         visible[start : start + length] = True
         return visible

@@ -192,6 +192,17 @@ def test_a_split_smaller_than_one_generation_batch_is_an_error(tmp_path: Path) -
         check_enough_prompts(3, args, "data/dataset/train.jsonl")
 
 
+def test_train_sources_naming_no_rows_fail_before_training(tiny_project, tmp_path: Path) -> None:
+    root, params = tiny_project
+    train = params.train.model_copy(update={"sources": ["synthetic", "charades_sta"]})
+    with pytest.raises(ConfigError, match=r"train.sources: 'charades_sta' has no rows in .*"
+                                          r"train.jsonl \(its sources: synthetic\)"):
+        train_grpo(params.model_copy(update={"train": train}), root,
+                   init_model=root / "tiny-model", checkpoints_dir=tmp_path / "ck",
+                   out_dir=tmp_path / "trained", metrics_dir=tmp_path / "metrics")
+    assert not (tmp_path / "trained").exists()
+
+
 # ------------------------------------------------------------------------ resume helpers
 
 

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 import torch
 
+from videorft.errors import ConfigError
 from videorft.io import read_jsonl
 from videorft.model.generate import generate_answers
 from videorft.model.loading import load_model_and_processor
 from videorft.rewards import score
-from videorft.trainer.data import load_split, reference_answer
+from videorft.trainer.data import load_split, reference_answer, select_sources
 from videorft.trainer.sft import (
     IGNORE_INDEX,
     SUMMARY_FILE,
@@ -185,3 +186,40 @@ def test_warm_start_refuses_to_replace_a_foreign_folder(tiny_project, tmp_path: 
     with pytest.raises(FileExistsError, match="not replacing"):
         warm_start(params, root, base_model=root / "tiny-model", out_dir=out_dir)
     assert (out_dir / "notes.txt").read_text() == "mine"
+
+
+def test_select_sources_keeps_the_named_sources_and_refuses_unknown_names() -> None:
+    rows = [{"id": f"{name}/{i}", "source": name} for name in ("pretrain", "target")
+            for i in range(3)]
+    assert select_sources(rows, None, key="k", file="f") == rows
+    assert [r["id"] for r in select_sources(rows, ["target"], key="k", file="f")] == [
+        "target/0", "target/1", "target/2"]
+    with pytest.raises(ConfigError, match=r"warm_start.sources: 'charades' has no rows in "
+                                          r"train.jsonl \(its sources: pretrain, target\)"):
+        select_sources(rows, ["target", "charades"], key="warm_start.sources",
+                       file="train.jsonl")
+
+
+def test_warm_start_trains_on_its_sources_only(tiny_project, tmp_path: Path) -> None:
+    """Rows of other sources never reach the trainer: with the project's rows split into two
+    sources, a 1-step warm start on one of them sees (and evaluates) only that one."""
+    root, params = tiny_project
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    for split in ("train", "val"):
+        rows = list(read_jsonl(root / params.paths.dataset / f"{split}.jsonl"))
+        for i, row in enumerate(rows):
+            row["source"] = "pretrain" if i % 2 else "target"
+        (dataset / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    paths = params.paths.model_copy(update={"dataset": str(dataset),
+                                            "frames": str(root / params.paths.frames)})
+    ws = params.warm_start.model_copy(update={"max_steps": 1, "sources": ["pretrain"]})
+    selected = params.model_copy(update={"paths": paths, "warm_start": ws})
+    summary = warm_start(selected, root, base_model=root / "tiny-model",
+                         out_dir=tmp_path / "ws", eval_rows=100)
+    pretrain = sum(1 for i, _ in enumerate(read_jsonl(dataset / "train.jsonl")) if i % 2)
+    assert summary["after"]["rows"] == pretrain < len(list(read_jsonl(dataset / "train.jsonl")))
+    other = params.warm_start.model_copy(update={"sources": ["nope"]})
+    with pytest.raises(ConfigError, match=r"warm_start\.sources: 'nope'"):
+        warm_start(params.model_copy(update={"paths": paths, "warm_start": other}), root,
+                   base_model=root / "tiny-model", out_dir=tmp_path / "ws2")

@@ -262,6 +262,10 @@ class WarmStartParams(_Section):
     per_device_train_batch_size: int = Field(4, gt=0, description="Samples per device and step.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per step.")
     seed: int = Field(0, description="Seed of data order and dropout.")
+    sources: list[str] | None = Field(
+        None, min_length=1, description="Train on the train split of these sources only "
+        "(download.sources names); null: all. E.g. a pretraining source that GRPO never sees."
+    )
 
 
 class TrainParams(_Section):
@@ -311,6 +315,10 @@ class TrainParams(_Section):
         True,
         description="Run each group's prompt (video) once per log-prob pass and share its KV "
         "cache across the G completions; false: TRL's plain per-completion passes.",
+    )
+    sources: list[str] | None = Field(
+        None, min_length=1, description="Train on the train split of these sources only "
+        "(download.sources names); null: all."
     )
     lora: LoraParams = Field(default_factory=LoraParams)
     reward_weights: dict[Task, dict[str, float]] = Field(

@@ -13,18 +13,22 @@ docs/research/rft-miniature.md come from these configs (``probes/``).
 Config keys: ``params`` (an overlay on params.yaml), ``spec`` (TinyModelSpec fields),
 ``max_new`` (answer tokens), ``grpo`` (bool), ``warm_start_cap`` (``{task: n}``: the warm start
 sees at most n train rows of that task), ``grpo_tasks`` (the tasks GRPO trains on; default
-all), and ``gen``: variants of the synthetic scenes that
-the generator does not offer as options yet, applied by replacing its private helpers in this
-process only:
+all), ``reuse_warm_start`` (keep an existing ``models/warm_start``), and ``gen``: scene
+variants, written into the synthetic source's options (``videorft.sources.synthetic``):
 
-- ``fixed_s``: every video lasts this many seconds;
-- ``aligned`` with ``max_len``: the target's span starts and ends on whole seconds, 1 to
-  ``max_len`` seconds long, with at least a second before and after;
-- ``size_scale``: shapes this many times larger;
-- ``tg_distractors: [lo, hi]``: distractor count of temporal grounding and grounded QA;
-- ``one_template``: one temporal-grounding query wording;
-- ``time_bar``: a bar along the bottom of every frame whose length is the elapsed share of the
-  video (a burned-in clock).
+- ``fixed_s``: every video lasts this many seconds (``min/max_duration_s``);
+- ``aligned`` with ``min_len``/``max_len``: the target's span starts and ends on multiples
+  of ``grid`` seconds (default 1; ``span_grid_s``), ``min_len`` (default 1) to ``max_len``
+  seconds long, with at least a second before and after (``edges``: it may also touch the
+  start or the end);
+- ``size_scale``: shapes this many times larger (``shape_scale``);
+- ``tg_distractors: [lo, hi]``: at most ``hi`` distractors (``max_distractors``);
+- ``time_bar``: the generator's clock bar;
+- ``one_template``: one temporal-grounding query wording (the one variant applied by replacing
+  the generator's template list in this process).
+
+Runs r1-r25 of the research log ran with an earlier version of this script that patched the
+generator instead; the scenes are the same kind, not the same bytes.
 """
 
 from __future__ import annotations
@@ -40,73 +44,36 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 
 
-class _DistractorRng:
-    """A scene's random generator whose distractor-count draws return the configured range."""
-
-    def __init__(self, real: np.random.Generator, low: int, high: int):
-        self.real, self.low, self.high = real, low, high
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-    def integers(self, low: int, high: int | None = None, *args: Any, **kwargs: Any) -> Any:
-        if (low, high) in ((1, 4), (1, 3)):  # temporal grounding / grounded QA distractors
-            return int(self.real.integers(self.low, self.high + 1))
-        return self.real.integers(low, high, *args, **kwargs)
-
-
-def patch_generator(gen: dict[str, Any]) -> None:
-    """Apply the ``gen`` scene variants (module docstring) to the synthetic source."""
-    import videorft.sources.synthetic as syn
-
-    scene_init, scene_size, render = syn._Scene.__init__, syn._Scene.size, syn._render
-
-    def init(self: Any, rng: Any, options: Any) -> None:
-        scene_init(self, rng, options)
-        if gen.get("fixed_s"):
-            self.n = int(gen["fixed_s"] * self.fps)
-
-    def appearance(self: Any) -> np.ndarray:
-        rng = getattr(self.rng, "real", self.rng)
-        length = int(rng.integers(1, int(gen.get("max_len", 4)) + 1))
-        start = int(rng.integers(1, self.n // self.fps - length))
-        visible = np.zeros(self.n, dtype=bool)
-        visible[start * self.fps : (start + length) * self.fps] = True
-        return visible
-
-    def size(self: Any, lo: float = 0.14, hi: float = 0.22) -> int:
-        return scene_size(self, lo * gen["size_scale"], hi * gen["size_scale"])
-
-    def with_distractors(builder: Any) -> Any:
-        low, high = gen["tg_distractors"]
-
-        def build(scene: Any, index: int, position: int | None) -> Any:
-            scene.rng = _DistractorRng(scene.rng, low, high)
-            return builder(scene, index, position)
-
-        return build
-
-    def clock(sample: Any) -> Any:
-        for i, frame in enumerate(render(sample)):
-            height, width = frame.shape[0] * 2 // 3, frame.shape[1]
-            bar, length = 2 * (height // 12), 2 * round((i + 1) / sample.n_frames * width / 2)
-            frame = frame.copy()
-            frame[height - bar : height, :length] = 235
-            frame[height - bar : height, length:] = 16
-            yield frame
-
-    syn._Scene.__init__ = init
+def gen_options(gen: dict[str, Any]) -> dict[str, Any]:
+    """The synthetic source options for the ``gen`` scene variants (module docstring)."""
+    options: dict[str, Any] = {}
+    if gen.get("fixed_s"):
+        options.update(min_duration_s=gen["fixed_s"], max_duration_s=gen["fixed_s"])
     if gen.get("aligned"):
-        syn._Scene.appearance = appearance
+        options.update(span_grid_s=float(gen.get("grid", 1)),
+                       min_span_s=float(gen.get("min_len", 1)),
+                       max_span_s=float(gen.get("max_len", 4)),
+                       span_margin_s=0.0 if gen.get("edges") else 1.0)
     if "size_scale" in gen:
-        syn._Scene.size = size
+        options["shape_scale"] = gen["size_scale"]
     if "tg_distractors" in gen:
-        for task in ("temporal_grounding", "grounded_qa"):
-            syn._BUILDERS[task] = with_distractors(syn._BUILDERS[task])
-    if gen.get("one_template"):
-        syn._TG_TEMPLATES = syn._TG_TEMPLATES[:1]
+        options["max_distractors"] = gen["tg_distractors"][1]
     if gen.get("time_bar"):
-        syn._render = clock
+        options["time_bar"] = True
+    return options
+
+
+def with_gen(raw: dict[str, Any], gen: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` params whose synthetic sources carry the ``gen`` variants; ``one_template``
+    patches the generator in this process."""
+    if gen.get("one_template"):
+        import videorft.sources.synthetic as syn
+
+        syn._TG_TEMPLATES = syn._TG_TEMPLATES[:1]
+    for source in raw["download"]["sources"]:
+        if source["type"] == "synthetic":
+            source["options"] = {**source.get("options", {}), **gen_options(gen)}
+    return raw
 
 
 def evaluate(root: Path, model_dir: Path, tag: str, max_new: int) -> None:
@@ -160,27 +127,8 @@ def train_subset(params: Any, root: Path, name: str, keep: Any) -> Any:
     return params.model_copy(update={"paths": paths})
 
 
-def main(root: Path, config: dict[str, Any]) -> None:
-    import torch
-
-    from videorft.model.tiny import TinyModelSpec, build_tiny_model
-    from videorft.params import _validate, deep_merge, load_raw, to_plain
-    from videorft.stages import get_stage
-
-    torch.set_num_threads(2)
-    raw = deep_merge(to_plain(load_raw(REPO / "params.yaml")), config.get("params", {}))
-    params = _validate(raw, "probe config")
-    root.mkdir(parents=True, exist_ok=True)
-    patch_generator(config.get("gen", {}))
-    start = time.time()
-    for stage in ("download", "extract_frames", "build_dataset"):
-        began = time.time()
-        print(stage, get_stage(stage)(params, root), round(time.time() - began, 1), flush=True)
-
-    base = root / "models/base"
-    build_tiny_model(base, spec=TinyModelSpec(**config.get("spec", {})), seed=0)
-    max_new = int(config.get("max_new", 224))
-
+def run_warm_start(params: Any, root: Path, config: dict[str, Any], base: Path) -> None:
+    """The warm start of ``base`` into ``models/warm_start`` (capped per ``warm_start_cap``)."""
     from videorft.trainer.sft import warm_start
 
     began = time.time()
@@ -191,6 +139,31 @@ def main(root: Path, config: dict[str, Any]) -> None:
                          eval_rows=0)
     print("warm_start", round(time.time() - began, 1), "s; loss", summary["loss_first"], "->",
           summary["loss_last"], flush=True)
+
+
+def main(root: Path, config: dict[str, Any]) -> None:
+    import torch
+
+    from videorft.model.tiny import TinyModelSpec, build_tiny_model
+    from videorft.params import _validate, deep_merge, load_raw, to_plain
+    from videorft.stages import get_stage
+
+    torch.set_num_threads(2)
+    raw = deep_merge(to_plain(load_raw(REPO / "params.yaml")), config.get("params", {}))
+    params = _validate(with_gen(raw, config.get("gen", {})), "probe config")
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    for stage in ("download", "extract_frames", "build_dataset"):
+        began = time.time()
+        print(stage, get_stage(stage)(params, root), round(time.time() - began, 1), flush=True)
+
+    base = root / "models/base"
+    build_tiny_model(base, spec=TinyModelSpec(**config.get("spec", {})), seed=0)
+    max_new = int(config.get("max_new", 224))
+    if config.get("reuse_warm_start") and (root / "models/warm_start").is_dir():
+        print("warm_start reused", flush=True)
+    else:
+        run_warm_start(params, root, config, base)
     evaluate(root, root / "models/warm_start", "ws", max_new)
 
     if config.get("grpo"):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from videorft.errors import DataValidationError
+from videorft.errors import ConfigError, DataValidationError
 from videorft.io import read_jsonl
 from videorft.model.inputs import row_messages
 from videorft.video.extract import FrameStore
@@ -42,6 +42,24 @@ def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
             raise DataValidationError(f"line {number}: row lacks {', '.join(missing)}",
                                       file=str(path))
     return rows
+
+
+def select_sources(rows: list[dict[str, Any]], sources: list[str] | None, *,
+                   key: str, file: str) -> list[dict[str, Any]]:
+    """The rows whose ``source`` is in ``sources`` (all rows when ``None``).
+
+    A stage that trains on some sources only (warm start on a pretraining source, GRPO on the
+    target) names them in params; a name that matches no row is a typo or a stale setting,
+    reported with the sources the split does have.
+    """
+    if sources is None:
+        return rows
+    present = sorted({str(row.get("source")) for row in rows})
+    unknown = [name for name in sources if name not in present]
+    if unknown:
+        raise ConfigError(f"params.yaml: {key}: {', '.join(map(repr, unknown))} has no rows "
+                          f"in {file} (its sources: {', '.join(present) or 'none'})")
+    return [row for row in rows if row.get("source") in sources]
 
 
 def to_trainer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -654,13 +654,19 @@ def train_grpo(params: Params, root: Path, *, init_model: str | Path, checkpoint
 
     from videorft.model.loading import load_model_and_processor
     from videorft.rewards import make_reward_funcs
-    from videorft.trainer.data import frame_store_loader, load_split, to_hf_dataset
+    from videorft.trainer.data import (
+        frame_store_loader,
+        load_split,
+        select_sources,
+        to_hf_dataset,
+    )
     from videorft.trainer.video_grpo import VideoGRPOTrainer
     from videorft.video.extract import FrameStore
 
     started = time.monotonic()
     dataset_dir = root / params.paths.dataset
-    rows = load_split(dataset_dir, "train")
+    rows = select_sources(load_split(dataset_dir, "train"), params.train.sources,
+                          key="train.sources", file=str(dataset_dir / "train.jsonl"))
     thinking = dataset_thinking(rows, str(dataset_dir / "train.jsonl"))
     reward_funcs = TaskRewardTap.wrap(make_reward_funcs(thinking, params.train.reward_weights))
     loader = frame_store_loader(FrameStore(root / params.paths.frames))

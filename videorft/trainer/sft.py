@@ -37,7 +37,12 @@ from videorft.io import replace_dir
 from videorft.model.inputs import process_videos, row_messages
 from videorft.params import Params
 from videorft.rewards import COMPONENTS, score
-from videorft.trainer.data import frame_store_loader, load_split, reference_answer
+from videorft.trainer.data import (
+    frame_store_loader,
+    load_split,
+    reference_answer,
+    select_sources,
+)
 from videorft.video.extract import FrameStore
 
 END_OF_TURN = "<|im_end|>"
@@ -240,7 +245,9 @@ def warm_start(
 
     root, out_dir, ws = Path(root), Path(out_dir), params.warm_start
     _check_replaceable(out_dir)  # before minutes of training, not after
-    rows = load_split(root / params.paths.dataset, "train")
+    train_file = root / params.paths.dataset / "train.jsonl"
+    rows = select_sources(load_split(root / params.paths.dataset, "train"), ws.sources,
+                          key="warm_start.sources", file=str(train_file))
     if not rows:
         raise ValueError(f"{root / params.paths.dataset}: the train split is empty")
     store = FrameStore(root / params.paths.frames)

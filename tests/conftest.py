@@ -39,12 +39,18 @@ def record_dvc_calls(monkeypatch: pytest.MonkeyPatch, module) -> list[list[str]]
     return calls
 
 
+#: The preset every test project starts from: the default's stages at a size that runs in
+#: seconds (the default itself is the full-size demo of `make run`).
+TEST_PRESET = "smoke"
+
+
 def project_params(root: Path, *overrides: str):
-    """A copy of the repo's params.yaml in ``root`` with ``overrides`` applied, loaded."""
+    """A copy of the repo's params.yaml in ``root`` with the test preset and ``overrides``
+    applied, loaded."""
     from videorft.params import load_params, update_params
 
     path = Path(shutil.copy(ROOT / "params.yaml", root / "params.yaml"))
-    update_params(path, overrides=list(overrides))
+    update_params(path, preset=TEST_PRESET, overrides=list(overrides))
     return load_params(path)
 
 

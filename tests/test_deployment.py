@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import TEST_PRESET
 from tests.test_pipeline_e2e import SMALL
 from videorft.errors import UnsafePathError
 from videorft.params import update_params
@@ -239,7 +240,7 @@ def test_pipeline_trains_on_gpu_pool_through_deployment(
                                     worker_checkout)
         s3_server.create_bucket("dvc")
         proj = _checkout(tmp_path / "proj")
-        update_params(proj / "params.yaml", overrides=[
+        update_params(proj / "params.yaml", preset=TEST_PRESET, overrides=[
             *SMALL, "orchestration.remote.url=s3://dvc/videorft",
             f"orchestration.remote.endpoint_url={s3_server.endpoint_url}",
             # Keep the test about orchestration: no SFT before GRPO.

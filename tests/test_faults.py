@@ -44,6 +44,7 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.conftest import TEST_PRESET
 from tests.servers import S3_ENV
 from tests.test_pipeline_e2e import ROOT, SMALL, _env
 from videorft.params import update_params
@@ -178,7 +179,7 @@ def _new_project(proj: Path, endpoint_url: str) -> Path:
         shutil.copytree(ROOT / package, proj / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
-    update_params(proj / "params.yaml", overrides=[
+    update_params(proj / "params.yaml", preset=TEST_PRESET, overrides=[
         *PARAMS,
         f"publish.targets=[{{type: s3, uri: '{S3_URI}', endpoint_url: '{endpoint_url}'}}]",
     ])

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import TEST_PRESET
 from videorft.io import read_jsonl
 from videorft.model import (
     ModelNotFoundError,
@@ -53,7 +54,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, An
     """Dataset rows and the frame store of the real stages on one synthetic video per task."""
     root = tmp_path_factory.mktemp("data")
     path = Path(shutil.copy(ROOT / "params.yaml", root / "params.yaml"))
-    update_params(path, overrides=[
+    update_params(path, preset=TEST_PRESET, overrides=[
         "download.sources.0.options.samples_per_task="
         "{temporal_grounding: 1, tracking: 1, grounded_qa: 1, mcq: 1}",
         "build_dataset.val_fraction=0.0",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_PRESET
 from videorft.errors import VideoRFTError
 from videorft.params import update_params
 from videorft.pipeline.dvc import run_lock
@@ -75,7 +76,7 @@ def project(tmp_path: Path) -> Path:
             ROOT / package, proj / package, ignore=shutil.ignore_patterns("__pycache__")
         )
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
-    update_params(proj / "params.yaml", overrides=SMALL)
+    update_params(proj / "params.yaml", preset=TEST_PRESET, overrides=SMALL)
     return proj
 
 

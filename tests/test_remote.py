@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import record_dvc_calls
+from tests.conftest import TEST_PRESET, record_dvc_calls
 from tests.test_pipeline_e2e import SMALL
 from videorft.errors import ConfigError, StageError
 from videorft.params import RemoteParams, update_params
@@ -57,7 +57,7 @@ def _make_project(proj: Path) -> Path:
         ROOT / "videorft", proj / "videorft", ignore=shutil.ignore_patterns("__pycache__")
     )
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
-    update_params(proj / "params.yaml", overrides=SMALL)
+    update_params(proj / "params.yaml", preset=TEST_PRESET, overrides=SMALL)
     return proj
 
 

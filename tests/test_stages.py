@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import TEST_PRESET
 from videorft.errors import DataValidationError
 from videorft.io import read_jsonl
 from videorft.params import Params, load_params, update_params
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _params(tmp_path: Path, *overrides: str) -> Params:
     path = Path(shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml"))
-    update_params(path, overrides=list(overrides))
+    update_params(path, preset=TEST_PRESET, overrides=list(overrides))
     return load_params(path)
 
 

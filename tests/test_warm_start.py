@@ -223,3 +223,17 @@ def test_warm_start_trains_on_its_sources_only(tiny_project, tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"warm_start\.sources: 'nope'"):
         warm_start(params.model_copy(update={"paths": paths, "warm_start": other}), root,
                    base_model=root / "tiny-model", out_dir=tmp_path / "ws2")
+
+
+def test_training_arguments_carry_every_warm_start_knob(tiny_project, tmp_path: Path) -> None:
+    from videorft.trainer.sft import _training_args
+
+    _, params = tiny_project
+    ws = params.warm_start.model_copy(update={
+        "max_steps": 7, "learning_rate": 3e-3, "per_device_train_batch_size": 5,
+        "gradient_accumulation_steps": 2, "weight_decay": 0.1, "seed": 11})
+    args = _training_args(params.model_copy(update={"warm_start": ws}), tmp_path,
+                          dtype=torch.float32)
+    assert (args.max_steps, args.learning_rate, args.per_device_train_batch_size,
+            args.gradient_accumulation_steps, args.weight_decay, args.seed, args.data_seed) == (
+        7, 3e-3, 5, 2, 0.1, 11, 11)

@@ -261,6 +261,7 @@ class WarmStartParams(_Section):
     learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate (AdamW).")
     per_device_train_batch_size: int = Field(4, gt=0, description="Samples per device and step.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per step.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     seed: int = Field(0, description="Seed of data order and dropout.")
     sources: list[str] | None = Field(
         None, min_length=1, description="Train on the train split of these sources only "

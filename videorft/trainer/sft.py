@@ -212,7 +212,7 @@ def _training_args(params: Params, output_dir: Path, *, dtype: Any) -> Any:
         data_seed=ws.seed,
         lr_scheduler_type=LR_SCHEDULER,
         warmup_steps=math.ceil(WARMUP_RATIO * ws.max_steps),
-        weight_decay=0.0,
+        weight_decay=ws.weight_decay,
         max_grad_norm=1.0,
         logging_steps=1,
         save_strategy="no",

@@ -1,0 +1,378 @@
+"""GPU check: whole GRPO steps of a random Qwen2.5-VL-7B on one GPU, shared prompt vs plain.
+
+What it runs: ``VideoGRPOTrainer`` (the project's trainer, not a copy) on a randomly initialised
+Qwen2.5-VL with the published 7B architecture (:data:`QWEN25_VL_7B`, copied from
+Qwen/Qwen2.5-VL-7B-Instruct's config.json: no weights are needed, none are downloaded) in
+bfloat16, at the paper's budget: G = 8 completions of one prompt per step, a 16-frame video of
+420 x 420 frames (8 x 15 x 15 = 1,800 video tokens, the 3584 x 28 x 28 pixel budget), and
+completions of exactly ``--completion`` tokens (``min_new_tokens`` = cap: random weights never
+stop early). Full fine-tuning, AdamW, gradient checkpointing (non-reentrant), beta 0.04 (so a
+reference pass runs), SDPA attention. Each configuration (shared prompt on / off x each
+completion length) runs ``--warmup`` untimed steps and ``--steps`` timed ones.
+
+Printed per configuration: seconds per step and per phase (generation; log-prob passes without
+grad, i.e. reference/old policy; policy forward; backward; optimizer; the rest), generated
+tokens per second, peak GPU memory, the MFU of the log-prob and backward passes, and
+``gpu_seconds_per_prompt_group``. MFU counts the *useful* model FLOPs of those passes: 2 x
+parameters per token forward and 4 x backward, over each group's prompt and video once plus its
+completions (the plain path computes the prompt G times, which is what lowers its MFU);
+attention-score FLOPs and checkpointing's recomputation are not counted. Peak: 989 TFLOP/s
+(dense bf16 of an H100/H200 SXM), ``--peak-tflops`` for other chips.
+
+Tokenizer and processor: the project's offline Qwen2 tokenizer (the embedded tiny model's,
+same pre-tokenizer and chat template, a smaller vocabulary), with the 7B's 152,064-row
+embedding: sampled ids beyond the tokenizer decode to nothing, which changes no tensor shape.
+The reference model is a copy of the random policy (TRL would re-load it from the policy's
+folder, which a random model does not have).
+
+Run (GPU): python benchmarks/gpu_step.py --out DIR        # ~6 min on an H200
+Run (CPU, toy sizes, what the test runs): python benchmarks/gpu_step.py --tiny
+Results: one JSON per configuration under ``--out`` (written as each finishes) and a last line
+``gpu_seconds_per_prompt_group: X`` (shared prompt, shortest completion cap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Qwen2.5-VL-7B-Instruct's architecture (its config.json), without the token ids, which come
+#: from the tokenizer in use.
+QWEN25_VL_7B: dict[str, dict[str, Any]] = {
+    "text_config": {
+        "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+        "max_position_embeddings": 128000, "max_window_layers": 28, "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24],
+                            "rope_theta": 1_000_000.0},
+    },
+    "vision_config": {
+        "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+        "out_hidden_size": 3584, "patch_size": 14, "temporal_patch_size": 2,
+        "spatial_merge_size": 2, "tokens_per_second": 2, "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+    },
+}
+#: Toy sizes for ``--tiny`` (same architecture, ~5 M parameters).
+TINY: dict[str, dict[str, Any]] = {
+    "text_config": {
+        "vocab_size": 2048, "hidden_size": 128, "intermediate_size": 256,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 32768, "max_window_layers": 2, "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "mrope_section": [4, 6, 6],
+                            "rope_theta": 1_000_000.0},
+    },
+    "vision_config": {
+        "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2,
+        "out_hidden_size": 128, "patch_size": 14, "temporal_patch_size": 2,
+        "spatial_merge_size": 2, "tokens_per_second": 2, "window_size": 112,
+        "fullatt_block_indexes": [1],
+    },
+}
+PAPER = {"frames": 16, "side": 420, "fps": 2.0}  # 16 x 420 x 420 ~ 3584 x 28 x 28 pixels
+TINY_VIDEO = {"frames": 4, "side": 56, "fps": 2.0}
+QUESTION = "When does the red circle appear? Answer with <answer>start to end</answer>."
+
+
+def build_processor() -> Any:
+    """The project's offline Qwen2.5-VL processor (Qwen's tokenizer rules and chat template).
+
+    The BPE is trained on the question alone: the vocabulary's content does not matter here,
+    and the full corpus would import the data sources, which the GPU image does not need.
+    """
+    from videorft.model.tiny import TinyModelSpec, build_processor, build_tokenizer
+
+    spec = TinyModelSpec()
+    return build_processor(build_tokenizer([QUESTION] * 4, spec.bpe_vocab_size), spec)
+
+
+def build_model(sizes: dict[str, dict[str, Any]], tokenizer: Any, dtype: torch.dtype,
+                device: torch.device) -> Any:
+    """A random Qwen2.5-VL of ``sizes``, made directly on ``device`` in ``dtype``."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    def token_id(token: str) -> int:
+        return int(tokenizer.convert_tokens_to_ids(token))
+
+    pad, eos = token_id("<|endoftext|>"), token_id("<|im_end|>")
+    text = {**sizes["text_config"], "bos_token_id": pad, "eos_token_id": eos,
+            "pad_token_id": pad}
+    config = Qwen2_5_VLConfig(
+        text_config=text, vision_config=sizes["vision_config"],
+        image_token_id=token_id("<|image_pad|>"), video_token_id=token_id("<|video_pad|>"),
+        vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"), tie_word_embeddings=False,
+    )
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with device:
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
+    return model
+
+
+def video_loader(video: dict[str, Any]) -> Callable[[dict[str, Any]], tuple[np.ndarray, float]]:
+    """Row -> (random uint8 frames, fps), drawn from the row's seed: no video files needed."""
+    shape = (video["frames"], video["side"], video["side"], 3)
+
+    def load(row: dict[str, Any]) -> tuple[np.ndarray, float]:
+        rng = np.random.default_rng(int(row["video_seed"]))
+        return rng.integers(0, 256, size=shape, dtype=np.uint8), video["fps"]
+
+    return load
+
+
+def length_reward(completions: list[Any], **_: Any) -> list[float]:
+    """Any non-constant reward will do: the step's cost does not depend on its values."""
+    return [float(len(c[0]["content"]) % 7) for c in completions]
+
+
+class PhaseClock:
+    """Wall time per phase of the trainer's step, with the device synchronised at each edge."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+        # Useful work of the log-prob passes, in forward-pass units (a backward counts 2): text
+        # tokens (each group's prompt once, plus its completions) and videos (once per group).
+        self.useful_tokens = 0
+        self.useful_videos = 0
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.sync()
+            self.seconds[name] += time.perf_counter() - start
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.useful_tokens = self.useful_videos = 0
+
+
+def instrument(trainer: Any, clock: PhaseClock, group: int) -> None:
+    """Wrap the trainer's phases (instance attributes only: the classes stay untouched)."""
+    from transformers import TrainerCallback
+
+    generate = trainer._generate_single_turn
+    logps = trainer._get_per_token_logps_and_entropies
+    backward = trainer.accelerator.backward
+
+    def timed_generate(*args: Any, **kwargs: Any) -> Any:
+        with clock.phase("generation"):
+            return generate(*args, **kwargs)
+
+    def timed_logps(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    logits_to_keep: int, *args: Any, **kwargs: Any) -> Any:
+        grad = torch.is_grad_enabled()
+        units = 3 if grad else 1  # forward + backward, or forward only
+        prompt = int(attention_mask[:, :-logits_to_keep].sum()) // group  # once per group
+        completions = int(attention_mask[:, -logits_to_keep:].sum())
+        clock.useful_tokens += (prompt + completions) * units
+        clock.useful_videos += input_ids.size(0) // group * units
+        with clock.phase("policy forward" if grad else "log-probs without grad"):
+            return logps(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+
+    def timed_backward(*args: Any, **kwargs: Any) -> Any:
+        with clock.phase("backward"):
+            return backward(*args, **kwargs)
+
+    class StepTimes(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            clock.sync()
+            self.began = time.perf_counter()
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            clock.sync()
+            self.optimizer_began = time.perf_counter()
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            clock.sync()
+            clock.seconds["optimizer"] += time.perf_counter() - self.optimizer_began
+
+        def on_step_end(self, args, state, control, **kwargs):
+            clock.sync()
+            clock.seconds["step"] += time.perf_counter() - self.began
+
+    trainer._generate_single_turn = timed_generate
+    trainer._get_per_token_logps_and_entropies = timed_logps
+    trainer.accelerator.backward = timed_backward
+    trainer.add_callback(StepTimes())
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(language-model parameters without the embedding table, vision-tower parameters)."""
+    vision = sum(p.numel() for p in model.model.visual.parameters())
+    embedding = model.get_input_embeddings().weight.numel()
+    return sum(p.numel() for p in model.parameters()) - vision - embedding, vision
+
+
+def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], processor: Any,
+               shared: bool, completion: int, groups: int, warmup: int, steps: int,
+               device: torch.device, dtype: torch.dtype, peak_tflops: float) -> dict[str, Any]:
+    """Build model + trainer, run warm-up and timed steps, return the measurements."""
+    import trl.trainer.grpo_trainer as grpo_module
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOConfig
+
+    from videorft.trainer import VideoGRPOTrainer
+
+    model = build_model(sizes, processor.tokenizer, dtype, device)
+    text_params, vision_params = parameter_counts(model)
+    rows = [{"prompt": [{"role": "user", "content": [{"type": "video"},
+                                                     {"type": "text", "text": QUESTION}]}],
+             "video_seed": i} for i in range(warmup + steps)]
+    bf16 = dtype == torch.bfloat16
+    with tempfile.TemporaryDirectory() as scratch:
+        args = GRPOConfig(
+            output_dir=scratch, per_device_train_batch_size=groups, num_generations=groups,
+            gradient_accumulation_steps=1, max_steps=warmup + steps, learning_rate=1e-6,
+            beta=0.04, temperature=1.0, max_completion_length=completion,
+            generation_kwargs={"min_new_tokens": completion}, bf16=bf16,
+            use_cpu=device.type == "cpu", activation_checkpointing=True,
+            activation_checkpointing_kwargs={"use_reentrant": False}, logging_steps=1,
+            save_strategy="no", report_to=[], remove_unused_columns=False, seed=0,
+            dataloader_num_workers=0, shuffle_dataset=False, disable_tqdm=True,
+        )
+        # TRL re-loads the reference from the policy's folder; a random policy has none.
+        original = grpo_module.create_model_from_path
+        grpo_module.create_model_from_path = lambda *_, policy=model, **__: copy.deepcopy(policy)
+        try:
+            trainer = VideoGRPOTrainer(
+                model=model, args=args, reward_funcs=[length_reward],
+                train_dataset=Dataset.from_list(rows), processing_class=processor,
+                video_loader=video_loader(video), shared_prompt=shared)
+        finally:
+            grpo_module.create_model_from_path = original
+        trainer.remove_callback(PrinterCallback)  # one line per configuration, not per step
+        clock = PhaseClock(device)
+        instrument(trainer, clock, groups)
+
+        class ResetAfterWarmup(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == warmup:
+                    clock.reset()
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+
+        trainer.add_callback(ResetAfterWarmup())
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        trainer.train()
+        logs = [e for e in trainer.state.log_history if "completions/mean_length" in e]
+    lengths = [e["completions/mean_length"] for e in logs[warmup:]]
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    prompt_video_tokens = video["frames"] // 2 * (video["side"] // 28) ** 2
+    patches_per_group = prompt_video_tokens * 4
+    seconds = {k: v / steps for k, v in clock.seconds.items()}
+    phases = ("generation", "log-probs without grad", "policy forward", "backward", "optimizer")
+    seconds["other"] = seconds.get("step", 0.0) - sum(seconds.get(p, 0.0) for p in phases)
+    # Useful FLOPs of the log-prob/backward passes: 2 x parameters per token (or patch) forward.
+    flops = 2 * (text_params * clock.useful_tokens
+                 + vision_params * patches_per_group * clock.useful_videos) / steps
+    pass_seconds = sum(seconds.get(p, 0.0) for p in phases[1:4])
+    generated = float(np.mean(lengths)) * groups if lengths else 0.0
+    result = {
+        "shared_prompt": shared, "completion_cap": completion, "groups": groups,
+        # Same seed, same first batch: both paths must give the same first step.
+        "first_step": {"loss": logs[0]["loss"], "grad_norm": logs[0]["grad_norm"]},
+        "timed_steps": steps, "video_tokens": prompt_video_tokens,
+        "text_params": text_params, "vision_params": vision_params,
+        "seconds_per_step": seconds.get("step", 0.0),
+        "phase_seconds": {p: round(seconds.get(p, 0.0), 3) for p in (*phases, "other")},
+        "generated_tokens_per_step": generated,
+        "generated_tokens_per_s": generated / seconds["generation"] if seconds.get(
+            "generation") else 0.0,
+        "peak_memory_gib": peak / 2**30,
+        "logprob_backward_mfu": flops / pass_seconds / (peak_tflops * 1e12) if pass_seconds
+        else 0.0,
+        "gpu_seconds_per_prompt_group": seconds.get("step", 0.0) / 1,  # 1 group per step, 1 GPU
+    }
+    del trainer, model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    phases = ", ".join(f"{k} {v:.2f}" for k, v in result["phase_seconds"].items())
+    return (f"shared_prompt={result['shared_prompt']!s:<5} cap={result['completion_cap']:<5} "
+            f"{result['seconds_per_step']:.2f} s/step ({phases}); generated "
+            f"{result['generated_tokens_per_s']:.0f} tok/s; peak {result['peak_memory_gib']:.1f} "
+            f"GiB; log-prob/backward MFU {100 * result['logprob_backward_mfu']:.1f}%")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="toy sizes on CPU (the test's run)")
+    parser.add_argument("--completion", type=int, nargs="+", default=None,
+                        help="completion caps to run (default 256 1024; --tiny: 8)")
+    parser.add_argument("--groups", type=int, default=8, help="completions per prompt (G)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration")
+    parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument("--out", type=Path, default=None, help="folder for one JSON per run")
+    args = parser.parse_args(argv)
+    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    if not args.tiny and device.type != "cuda":
+        print("gpu_step: no CUDA device; use --tiny for the CPU run", file=sys.stderr)
+        return 1
+    sizes, video = (TINY, TINY_VIDEO) if args.tiny else (QWEN25_VL_7B, PAPER)
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    caps = args.completion or ([8] if args.tiny else [256, 1024])
+    processor = build_processor()
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device: {name}; torch {torch.__version__}; G={args.groups}; video "
+          f"{video['frames']} x {video['side']} x {video['side']}; {args.warmup} warm-up + "
+          f"{args.steps} timed steps per configuration", flush=True)
+    results = []
+    for cap in caps:
+        for shared in (True, False):
+            began = time.perf_counter()
+            result = run_config(sizes=sizes, video=video, processor=processor, shared=shared,
+                                completion=cap, groups=args.groups, warmup=args.warmup,
+                                steps=args.steps, device=device, dtype=dtype,
+                                peak_tflops=args.peak_tflops)
+            result["wall_seconds"] = time.perf_counter() - began
+            results.append(result)
+            print(report(result), flush=True)
+            if args.out:
+                tag = f"{'shared' if shared else 'plain'}-{cap}"
+                (args.out / f"gpu_step-{tag}.json").write_text(json.dumps(result, indent=1))
+    for cap in caps:
+        pair = {r["shared_prompt"]: r for r in results if r["completion_cap"] == cap}
+        print(f"cap {cap}: whole_step_speedup (plain / shared): "
+              f"{pair[False]['seconds_per_step'] / pair[True]['seconds_per_step']:.2f}")
+        print(f"cap {cap}: first step, shared {pair[True]['first_step']} / plain "
+              f"{pair[False]['first_step']}")
+    first = next(r for r in results if r["shared_prompt"] and r["completion_cap"] == caps[0])
+    print(f"gpu_seconds_per_prompt_group: {first['gpu_seconds_per_prompt_group']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -393,3 +393,18 @@ def test_cli_builds_a_loadable_tiny_model(tmp_path: Path) -> None:
     model, processor = load_model_and_processor(str(tmp_path / "tiny"))
     assert model.config.model_type == "qwen2_5_vl"
     assert processor.tokenizer.convert_tokens_to_ids("<|video_pad|>") == model.config.video_token_id
+
+
+def test_flash_attention_falls_back_to_sdpa_with_one_warning(tiny_dir: Path, caplog) -> None:
+    """The videochat-r1 preset asks for flash_attention_2; without flash-attn (no package or
+    no CUDA GPU, as here) the model still loads, with SDPA and one warning line."""
+    from transformers.utils import is_flash_attn_2_available
+
+    if is_flash_attn_2_available():
+        pytest.skip("flash-attn runs here: there is nothing to fall back from")
+    with caplog.at_level("WARNING", logger="videorft.model.loading"):
+        model, _ = load_model_and_processor(tiny_dir, attn_implementation="flash_attention_2")
+    assert model.config._attn_implementation == "sdpa"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "flash_attention_2" in warnings[0] and "using sdpa" in warnings[0]

@@ -13,11 +13,14 @@ cache) is reachable.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from videorft.errors import VideoRFTError
+
+log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 _WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json")
@@ -36,6 +39,26 @@ def resolve_dtype(dtype: str) -> Any:
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     return table[dtype]
+
+
+def resolve_attn_implementation(requested: str | None) -> str | None:
+    """``requested``, or ``"sdpa"`` (with a one-line warning) where flash-attn cannot run.
+
+    ``flash_attention_2`` needs the flash-attn package, which compiles against the local CUDA
+    and so is no pip extra of ours, and a CUDA GPU. Without them transformers fails when the
+    model loads; PyTorch's SDPA computes the same attention (with its own fused kernels on a
+    GPU), so a preset that asks for flash-attn still runs on any machine.
+    """
+    if requested != "flash_attention_2":
+        return requested
+    from transformers.utils import is_flash_attn_2_available
+
+    if is_flash_attn_2_available():
+        return requested
+    log.warning("model.attn_implementation: flash_attention_2 needs the flash-attn package "
+                "and a CUDA GPU, not found here; using sdpa (to install flash-attn: pip "
+                "install flash-attn --no-build-isolation)")
+    return "sdpa"
 
 
 def _is_path_like(name_or_path: str) -> bool:
@@ -75,8 +98,10 @@ def load_model_and_processor(
 
     ``dtype`` is one of ``DTYPES`` ("auto": whatever the checkpoint was saved in).
     ``attn_implementation`` is passed through ("sdpa", "flash_attention_2", "eager"; None:
-    transformers' default). The model comes back in eval mode, as ``from_pretrained`` leaves
-    it. Raises ModelNotFoundError naming ``name_or_path`` when nothing loadable is there.
+    transformers' default), except that flash_attention_2 falls back to sdpa where flash-attn
+    cannot run (:func:`resolve_attn_implementation`). The model comes back in eval mode, as
+    ``from_pretrained`` leaves it. Raises ModelNotFoundError naming ``name_or_path`` when
+    nothing loadable is there.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -87,6 +112,7 @@ def load_model_and_processor(
         _check_local_folder(path)
         name = str(path)
     model_kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    attn_implementation = resolve_attn_implementation(attn_implementation)
     if attn_implementation is not None:
         model_kwargs["attn_implementation"] = attn_implementation
     try:

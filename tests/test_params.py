@@ -96,3 +96,23 @@ def test_invalid_preset_is_reported_by_name(params_file: Path) -> None:
     params_file.write_text(text)
     with pytest.raises(ConfigError, match=r"preset 'videochat-r1'.*workers"):
         load_params(params_file)
+
+
+def test_paper_preset_pins_every_model_and_training_key(params_file: Path) -> None:
+    """A stale --set cannot survive `params apply videochat-r1`: the preset names every field
+    of model, warm_start and train, and applying it undoes earlier overrides, mappings too."""
+    from videorft.params import ModelParams, TrainParams, WarmStartParams
+
+    preset = load_params(params_file).presets["videochat-r1"]
+    for section, fields in (("model", ModelParams), ("warm_start", WarmStartParams),
+                            ("train", TrainParams)):
+        assert set(preset[section]) == set(fields.model_fields), section
+    update_params(params_file, overrides=[
+        "train.loss_type=dapo", "train.top_p=0.9", "train.lr_scheduler_type=cosine",
+        "train.reward_weights={tracking: {iou: 2.0}}", "train.lora.enabled=true"])
+    params = update_params(params_file, preset="videochat-r1")
+    t = params.train
+    assert (t.loss_type, t.top_p, t.lr_scheduler_type) == ("grpo", 1.0, "constant")
+    assert t.reward_weights == {} and not t.lora.enabled
+    assert (t.num_generations, t.learning_rate, t.beta, t.temperature) == (8, 1e-6, 0.04, 1.0)
+    assert (t.max_completion_length, t.num_iterations, t.num_train_epochs) == (1024, 1, 1.0)

@@ -576,8 +576,9 @@ def _set_in(doc: Any, dotted: str, value: Any) -> None:
 
 
 def _merge_into(doc: Any, overlay: dict[str, Any]) -> None:
+    """Overlay ``overlay`` onto ``doc`` key by key; an empty mapping replaces (``{}`` = none)."""
     for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+        if isinstance(value, dict) and value and isinstance(doc.get(key), dict):
             _merge_into(doc[key], value)
         else:
             doc[key] = copy.deepcopy(value)

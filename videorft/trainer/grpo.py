@@ -90,7 +90,7 @@ def grpo_config(params: Params, output_dir: Path) -> Any:
     config that makes ``from_pretrained`` shard the weights as they load. The ``train`` fields
     that are no GRPOConfig field act elsewhere: ``freeze_vision``, ``lora`` and
     ``reward_weights`` in :func:`train_grpo`, ``num_processes``/``accelerate_config`` at launch
-    (stage ``train``), ``shared_prompt`` on the trainer (not passed yet).
+    (stage ``train``), ``shared_prompt`` on the trainer.
     """
     import torch
     from trl import GRPOConfig

@@ -61,3 +61,53 @@ def test_describe_documents_every_field() -> None:
         "download.on_invalid",
     ):
         assert name in result.stdout
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_bad_overrides_are_one_line_errors_and_change_nothing(tmp_path: Path) -> None:
+    """Each class of bad --set, refused at apply time in one line; params.yaml untouched."""
+    root = _project(tmp_path)
+    before = (root / "params.yaml").read_bytes()
+    cases = {
+        "download.sources.5.name=x": "download.sources has 1 entries (0 to 0); there is no entry 5",
+        "extract_frames.fps=[unclosed": "'extract_frames.fps=[unclosed': the value is not valid",
+        "extract_frames.min_frames=20": "min_frames (20) must not exceed max_frames (16)",
+        "extract_frames.min_pixels=99999999": "must not exceed max_pixels",
+        "train.learning_rate=.nan": "train.learning_rate: Input should be a finite number",
+        "warm_start.learning_rate=.inf": "warm_start.learning_rate: Input should be a finite",
+        "train.max_steps=0": "max_steps must be positive, or -1",
+        "train.per_device_train_batch_size=6": "(6) must be a multiple of num_generations (4)",
+        "download.sources.0.name=../../x": "'../../x' must be a plain folder name",
+        "download.sources.0.name=/abs": "'/abs' must be a plain folder name",
+        "paths.raw=../outside": "paths.raw: '../outside' must be a relative path inside",
+        "paths.frames=/tmp/frames": "paths.frames: '/tmp/frames' must be a relative path",
+        "build_dataset.tasks=[/bold]": "build_dataset.tasks.0: Input should be",
+    }
+    for override, message in cases.items():
+        line = _one_error_line(runner.invoke(
+            app, ["params", "apply", "--set", override, "--root", str(root)]))
+        assert message in line, (override, line)
+    assert (root / "params.yaml").read_bytes() == before
+
+
+def test_user_text_in_errors_and_tables_is_never_markup(tmp_path: Path) -> None:
+    """File names, ids and task names print literally, brackets included."""
+    predictions = tmp_path / "[b]p.jsonl"
+    predictions.write_text(json.dumps({"id": "[bold]1", "task": "[/bold]", "completion": "a",
+                                       "solution": [0, 1]}) + "\n")
+    line = _one_error_line(runner.invoke(app, ["score", str(predictions)]))
+    assert "[b]p.jsonl" in line and "'[bold]1'" in line and "'[/bold]'" in line
+    predictions.write_text(json.dumps({"id": "[red]a[/red]", "task": "mcq",
+                                       "completion": "<answer>B</answer>",
+                                       "solution": "B"}) + "\n")
+    table = runner.invoke(app, ["score", str(predictions), "--no-think"])
+    assert table.exit_code == 0, table.output
+    assert "mcq" in table.output

@@ -412,3 +412,16 @@ def test_aggregate_values_are_fractions_and_counts_add_up(
             assert 0.0 <= values[name] <= 1.0
         if task == "temporal_grounding":  # R@k can only shrink as k grows
             assert values["r@0.3"] >= values["r@0.5"] >= values["r@0.7"]
+
+
+def test_a_lone_surrogate_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    """JSON can spell a lone surrogate, UTF-8 cannot: one error naming the line; neither
+    --out nor --per-item is written (outputs are all written or none)."""
+    path = tmp_path / "p.jsonl"
+    good = {"id": "ok", "task": "temporal_grounding", "completion": "<answer>0 to 1</answer>",
+            "solution": [0, 1]}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "a\udc80"}) + "\n")
+    out, per_item = tmp_path / "m.json", tmp_path / "items.jsonl"
+    with pytest.raises(DataValidationError, match="line 2: a string holds a lone surrogate"):
+        score_file(path, thinking=False, out=out, per_item=per_item)
+    assert not out.exists() and not per_item.exists()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from videorft import __version__
 from videorft.errors import VideoRFTError
@@ -46,7 +47,10 @@ params_app = typer.Typer(help="Show, document and change params.yaml.", no_args_
 app.add_typer(params_app, name="params")
 model_app = typer.Typer(help="Build and inspect policy models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
-console = Console(stderr=True)
+# Markup off everywhere: what we print is user text (file names, ids, task names, YAML), in
+# which "[...]" must stay literal, not be read as rich markup (or crash it).
+console = Console(stderr=True, markup=False)
+stdout = Console(markup=False)
 
 RootOption = Annotated[
     Path, typer.Option("--root", help="Project folder (holding dvc.yaml and params.yaml).")
@@ -55,7 +59,8 @@ RootOption = Annotated[
 
 def _fail(exc: Exception) -> None:
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no repr quotes
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False,
+                  soft_wrap=True)
     raise typer.Exit(code=1)
 
 
@@ -152,7 +157,7 @@ def run(
             "; ".join(o["reasons"]),
             f"{o['seconds']:.1f}",
         )
-    Console().print(table)
+    stdout.print(table)
     _print_results(project, params)
 
 
@@ -217,7 +222,7 @@ def status(root: RootOption = Path(".")) -> None:
     except VideoRFTError as exc:
         _fail(exc)
         return
-    Console().print(table)
+    stdout.print(table)
     _print_lineage(project, params)
 
 
@@ -253,7 +258,7 @@ def params_describe() -> None:
     table.add_column("meaning")
     for name, default, text in describe():
         table.add_row(name, default, text)
-    Console().print(table)
+    stdout.print(table)
 
 
 def _load_params(root: Path) -> Params:
@@ -358,4 +363,4 @@ def score_command(
     for task, values in metrics.items():
         shown = "  ".join(f"{name} {100 * values[name]:.1f}" for name in METRICS[task])
         table.add_row(task, str(values["count"]), shown)
-    Console().print(table)
+    stdout.print(table)

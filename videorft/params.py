@@ -17,21 +17,32 @@ from __future__ import annotations
 
 import copy
 import io
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 
 from videorft.errors import ConfigError
 from videorft.io import atomic_write_text
 
 PARAMS_FILE = "params.yaml"
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SOURCE_TYPES = ("synthetic", "charades_sta", "activitynet", "got10k", "nextgqa", "mcq")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown keys are typos; NaN and infinity are never a meaningful setting (a NaN learning
+    # rate trains nothing, silently).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PathsParams(_Section):
@@ -73,6 +84,16 @@ class PathsParams(_Section):
         description="Stage publish's package: weights, processor, model card, manifest.",
     )
 
+    @field_validator("*")
+    @classmethod
+    def _inside_the_project(cls, path: str) -> str:
+        # Stages write to these folders and DVC tracks them: they must stay in the checkout.
+        parts = PurePosixPath(path.replace("\\", "/")).parts
+        if not path or path.startswith(("/", "~")) or ".." in parts or ":" in path:
+            raise ValueError(f"{path!r} must be a relative path inside the project (no '..', "
+                             "no absolute path)")
+        return path
+
 
 class SourceParams(_Section):
     """One dataset to fetch and convert to canonical records."""
@@ -105,6 +126,15 @@ class SourceParams(_Section):
         description="Source-specific options (synthetic: generator settings; got10k: fps, "
         "max_sequences).",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, name: str) -> str:
+        # The name becomes a folder under paths.raw: "../x" or "/x" would write outside it.
+        if not SOURCE_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} must be a plain folder name: letters, digits, '.', '_' "
+                             "and '-', starting with a letter or digit")
+        return name
 
 
 class S3Params(_Section):
@@ -185,6 +215,16 @@ class ExtractFramesParams(_Section):
     max_quarantine_fraction: float = Field(
         0.05, ge=0, le=1, description="Fail the stage when more than this share of videos is bad."
     )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ExtractFramesParams:
+        if self.min_frames > self.max_frames:
+            raise ValueError(f"min_frames ({self.min_frames}) must not exceed max_frames "
+                             f"({self.max_frames})")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels "
+                             f"({self.max_pixels})")
+        return self
 
 
 class BuildDatasetParams(_Section):
@@ -341,6 +381,18 @@ class TrainParams(_Section):
         description="accelerate config file for multi-process runs, e.g. "
         "configs/accelerate/zero3_offload.yaml (DeepSpeed ZeRO-3 + CPU offload, paper).",
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainParams:
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be positive, or -1 to run num_train_epochs "
+                             f"(got {self.max_steps})")
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a "
+                f"multiple of num_generations ({self.num_generations}), so that every prompt's "
+                "group of completions lies whole on one device")
+        return self
 
 
 ModelName = Literal["base", "warm_start", "trained"]
@@ -513,12 +565,19 @@ def to_plain(node: Any) -> Any:
     return node
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (YAML errors span several, with a caret drawing)."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    return " ".join(line for line in lines if line and set(line) != {"^"})
+
+
 def _validate(raw: dict[str, Any], where: str) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors()
         )
         raise ConfigError(f"{where}: {problems}") from None
@@ -531,7 +590,7 @@ def load_raw(path: str | Path = PARAMS_FILE) -> Any:
     try:
         return _yaml().load(path.read_text(encoding="utf-8"))
     except Exception as exc:  # ruamel raises many error types for bad YAML
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})") from None
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
@@ -559,7 +618,13 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 def _set_in(doc: Any, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = doc
-    for i, key in enumerate(keys[:-1]):
+    for i, key in enumerate(keys):
+        if isinstance(node, list) and key.isdigit() and int(key) >= len(node):
+            where = ".".join(keys[:i])
+            raise ConfigError(f"{dotted!r}: {where} has {len(node)} entries (0 to "
+                              f"{len(node) - 1}); there is no entry {key}")
+        if i == len(keys) - 1:
+            break
         if isinstance(node, list) and key.isdigit():
             node = node[int(key)]
         elif isinstance(node, dict) and key in node:
@@ -589,7 +654,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, value = text.split("=", 1)
-    return key.strip(), YAML(typ="safe").load(value) if value.strip() else None
+    try:
+        return key.strip(), YAML(typ="safe").load(value) if value.strip() else None
+    except Exception as exc:  # ruamel raises many error types for bad YAML
+        raise ConfigError(f"override {text!r}: the value is not valid YAML "
+                          f"({one_line(exc)})") from None
 
 
 def update_params(

@@ -192,6 +192,15 @@ def parse_prediction(obj: Any, *, line: int, file: str) -> dict[str, Any]:
     return {**obj, "solution": _solution(task, obj["solution"], fail)}
 
 
+def _utf8_encodable(obj: Any) -> bool:
+    """Whether ``obj`` has no lone surrogates: JSON can spell them ("\\udc80"), UTF-8 cannot."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     """The validated predictions of a JSONL file (blank lines skipped), in file order.
 
@@ -214,6 +223,10 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
                     raise DataValidationError(
                         f"line {number}: not valid JSON ({why})", file=file
                     ) from None
+                if "\\u" in text and not _utf8_encodable(obj):
+                    raise DataValidationError(
+                        f"line {number}: a string holds a lone surrogate (an invalid \\u "
+                        "escape), which cannot be written back as UTF-8", file=file)
                 item = parse_prediction(obj, line=number, file=file)
                 if item["id"] in first_line:
                     raise DataValidationError(
@@ -328,11 +341,12 @@ def score_file(
     if not items:
         raise DataValidationError("no predictions to score (the file is empty)", file=str(path))
     metrics, scored = score_predictions(items, thinking=thinking)
+    # Everything is rendered before anything is written: both outputs are written, or neither.
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in scored)
     if out is not None:
         # not atomic_write_json: it sorts keys, and the table order (TASKS, METRICS) reads better
         atomic_write_text(out, json.dumps(metrics, indent=2) + "\n")
     if per_item is not None:
         with atomic_open(per_item, "w") as handle:
-            for row in scored:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(lines)
     return metrics

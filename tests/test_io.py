@@ -31,3 +31,19 @@ def test_rewriting_a_file_keeps_its_mode(tmp_path: Path, mode: int) -> None:
     atomic_write_bytes(path, b"a: 2\n")
     assert path.read_bytes() == b"a: 2\n" and _mode(path) == mode
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_json_nested_beyond_the_parser_is_a_one_line_error(tmp_path: Path) -> None:
+    """An annotation nested 50,000 deep: DataValidationError naming the file, no
+    RecursionError (read_json serves every JSON annotation format)."""
+    from videorft.errors import DataValidationError
+    from videorft.io import read_json, read_jsonl
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises(DataValidationError, match=r"deep\.json: .*nested too deeply"):
+        read_json(deep)
+    lines = tmp_path / "deep.jsonl"
+    lines.write_text('{"a": 1}\n' + '{"a":' * 50_000 + "1" + "}" * 50_000 + "\n")
+    with pytest.raises(DataValidationError, match=r"deep\.jsonl: line 2: .*nested too deeply"):
+        list(read_jsonl(lines))

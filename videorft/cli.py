@@ -209,6 +209,7 @@ def status(root: RootOption = Path(".")) -> None:
 
     try:
         project = _root(root)
+        params = load_params(project / "params.yaml")  # missing or invalid: say so, not DVC
         table = Table(title="videorft stages")
         table.add_column("stage")
         table.add_column("state")
@@ -218,7 +219,6 @@ def status(root: RootOption = Path(".")) -> None:
             else:
                 state = "up to date" if not reasons else "changed: " + "; ".join(reasons)
             table.add_row(name, state)
-        params = load_params(project / "params.yaml")
     except VideoRFTError as exc:
         _fail(exc)
         return

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (YAML errors span several, with caret drawings)."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    return " ".join(line for line in lines if line and not line.startswith("^"))
+
+
 class VideoRFTError(Exception):
     """Base class for every error videorft raises on purpose."""
 

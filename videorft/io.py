@@ -89,6 +89,10 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return count
 
 
+#: Python's parser recurses per nesting level; no annotation format nests this deep.
+TOO_DEEP = "not valid JSON for an annotation (nested too deeply to parse)"
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     """Yield the objects of a JSONL file; a bad line raises naming the file and line number."""
     path = Path(path)
@@ -102,6 +106,8 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                 raise DataValidationError(
                     f"line {number}: not valid JSON ({exc.msg})", file=str(path)
                 ) from None
+            except RecursionError:
+                raise DataValidationError(f"line {number}: {TOO_DEEP}", file=str(path)) from None
             if not isinstance(row, dict):
                 raise DataValidationError(
                     f"line {number}: expected a JSON object, got {type(row).__name__}",
@@ -120,6 +126,10 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataValidationError(
             f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", file=str(path)
         ) from None
+    except RecursionError:
+        raise DataValidationError(TOO_DEEP, file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(f"not UTF-8 text ({exc.reason})", file=str(path)) from None
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -31,7 +31,7 @@ from pydantic import (
 )
 from ruamel.yaml import YAML
 
-from videorft.errors import ConfigError
+from videorft.errors import ConfigError, one_line
 from videorft.io import atomic_write_text
 
 PARAMS_FILE = "params.yaml"
@@ -563,12 +563,6 @@ def to_plain(node: Any) -> Any:
     if isinstance(node, list):
         return [to_plain(v) for v in node]
     return node
-
-
-def one_line(error: BaseException) -> str:
-    """An exception's message on one line (YAML errors span several, with a caret drawing)."""
-    lines = [line.strip() for line in str(error).splitlines()]
-    return " ".join(line for line in lines if line and set(line) != {"^"})
 
 
 def _validate(raw: dict[str, Any], where: str) -> Params:

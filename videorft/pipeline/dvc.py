@@ -22,6 +22,7 @@ from filelock import FileLock, Timeout
 from ruamel.yaml import YAML
 
 from videorft.errors import StageError, VideoRFTError
+from videorft.pipeline.lockfile import locked_entry, locked_stages
 
 SUMMARY_PREFIX = "videorft-summary: "
 Log = Callable[[str], None]
@@ -130,19 +131,6 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): tree}
 
 
-def _locked_stages(root: Path) -> dict[str, Any]:
-    """Every stage's entry in dvc.lock (what it last ran with)."""
-    lock_path = root / "dvc.lock"
-    if not lock_path.exists():
-        return {}
-    return (YAML(typ="safe").load(lock_path.read_text()) or {}).get("stages", {})
-
-
-def _locked_stage(root: Path, stage: str) -> dict[str, Any]:
-    """The stage's entry in dvc.lock (what it last ran with); empty if it never ran."""
-    return _locked_stages(root).get(stage, {})
-
-
 def _param_changes(
     root: Path, locked: dict[str, Any], params_file: str, section: str
 ) -> list[str]:
@@ -209,7 +197,7 @@ def _reasons(root: Path, locked: dict[str, Any], entries: list[Any]) -> list[str
 
 def stage_status(root: Path, stage: str) -> list[str]:
     """Why `stage` would rerun (empty list: up to date)."""
-    locked = _locked_stage(root, stage)
+    locked = locked_entry(root, stage)
     if not locked:
         return ["never run"]
     return _reasons(root, locked, _status_entries(root, stage))
@@ -218,11 +206,11 @@ def stage_status(root: Path, stage: str) -> list[str]:
 def pipeline_status(root: Path, stages: Iterable[str]) -> dict[str, list[str]]:
     """Why each of `stages` would rerun (empty list: up to date), from a single `dvc status`
     for the whole DAG: one DVC start-up instead of one per stage."""
-    locked_stages = _locked_stages(root)
+    lock = locked_stages(root)
     entries = _dvc_status(root, [])
     status: dict[str, list[str]] = {}
     for stage in stages:
-        locked = locked_stages.get(stage, {})
+        locked = lock.get(stage, {})
         status[stage] = _reasons(root, locked, entries.get(stage, [])) if locked else [
             "never run"]
     return status
@@ -271,9 +259,9 @@ def nothing_to_do(
     remote = rem.remote_settings(root)
     if remote is not None and remote.push:
         url = rem.configure_remote(root, remote)
-        locked_stages = _locked_stages(root)
+        lock = locked_stages(root)
         if url is not None and not all(
-            rem.in_remote(root, url, stage, locked_stages.get(stage, {})) for stage in stages
+            rem.in_remote(root, url, stage, lock.get(stage, {})) for stage in stages
         ):
             return None
     return [StageOutcome(stage=stage, ran=False) for stage in stages]
@@ -296,7 +284,7 @@ def repro_stage(
     root = Path(root)
     remote = rem.remote_settings(root)
     url = rem.configure_remote(root, remote, log=log)
-    locked = _locked_stage(root, stage)
+    locked = locked_entry(root, stage)
     if known_up_to_date and locked and not force:  # the run's RunStatus says so
         entries, reasons = [], []
     else:
@@ -307,7 +295,7 @@ def repro_stage(
         """Push the stage's outputs unless the remote is known to have them already."""
         if url is None or remote is None or not remote.push:
             return
-        now = _locked_stage(root, stage)
+        now = locked_entry(root, stage)
         if now and not rem.in_remote(root, url, stage, now):
             rem.push_stage(root, stage, url, log=log)
             rem.mark_in_remote(root, url, stage, now)

@@ -25,7 +25,6 @@ No Prefect here: flows/train.py and tasks/stages.py call these functions.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import shutil
 import tempfile
@@ -33,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from ruamel.yaml import YAML
 
 from videorft.errors import StageError
 from videorft.io import atomic_write_bytes, atomic_write_text, replace_dir, safe_join
 from videorft.pipeline import remote as rem
 from videorft.pipeline.dvc import Log, _lock_dir, dvc, stage_status
+from videorft.pipeline.lockfile import locked_entry, read_lock, write_lock
 
 RECORDS = "videorft-runs"  # folder of handoff records, in the remote (or .dvc/tmp without one)
 
@@ -47,18 +46,6 @@ def _checkout_lock(root: Path) -> FileLock:
     """The lock every DVC call in this checkout takes (videorft.pipeline.dvc.dvc): dvc.lock is
     rewritten under it, so no DVC command reads it half-changed. Never call `dvc` holding it."""
     return FileLock(str(_lock_dir(root) / "videorft-dvc.lock"))
-
-
-def _read_lock(root: Path) -> dict[str, Any]:
-    path = root / "dvc.lock"
-    if not path.exists():
-        return {}
-    return YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
-
-
-def locked_entry(root: Path, stage: str) -> dict[str, Any]:
-    """The stage's dvc.lock entry (what it last ran with and produced); empty if none."""
-    return (_read_lock(root).get("stages") or {}).get(stage) or {}
 
 
 def _stage_io(root: Path, stage: str) -> tuple[list[str], list[str], list[str]]:
@@ -164,11 +151,11 @@ def take_back(
                          "entry: was it written by this version of flows/train.py?")
     entry = record["lock"]
     with _checkout_lock(root):
-        lock = _read_lock_roundtrip(root)
-        stages = lock.setdefault("stages", {})
+        lock = read_lock(root, roundtrip=True)
+        stages = lock["stages"]
         if stages.get(stage) != entry:
             stages[stage] = entry
-            _write_lock_roundtrip(root, lock)
+            write_lock(root, lock)
         for rel, content in record["files"].items():
             _put_output(root, rel, content)
     if url is not None:
@@ -187,21 +174,6 @@ def take_back(
             "checkout is not at this checkout's commit: deploy the same code to the worker"
         )
     return record["outcome"]
-
-
-def _read_lock_roundtrip(root: Path) -> Any:
-    path = root / "dvc.lock"
-    if not path.exists():
-        return {"schema": "2.0", "stages": {}}
-    return YAML().load(path.read_text(encoding="utf-8")) or {"schema": "2.0", "stages": {}}
-
-
-def _write_lock_roundtrip(root: Path, lock: Any) -> None:
-    yaml = YAML()
-    yaml.width = 4096  # never fold a path or a hash
-    buffer = io.StringIO()
-    yaml.dump(lock, buffer)
-    atomic_write_text(root / "dvc.lock", buffer.getvalue())
 
 
 def _put_output(root: Path, rel: str, content: Any) -> None:

@@ -17,7 +17,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import videorft
+from videorft.errors import ConfigError
 from videorft.params import Params
+from videorft.pipeline.lockfile import locked_stages
 
 log = logging.getLogger(__name__)
 
@@ -47,28 +49,19 @@ def git_state(root: Path) -> dict[str, Any]:
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
-def _load_yaml(path: Path) -> Any:
-    from ruamel.yaml import YAML
-
-    return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-
-
 def _norm(path: str) -> str:
     return PurePosixPath(str(path).replace("\\", "/")).as_posix().rstrip("/")
 
 
-def dvc_outs(lock_file: Path) -> dict[str, dict[str, Any]]:
+def dvc_outs(root: Path) -> dict[str, dict[str, Any]]:
     """Every out recorded in ``dvc.lock``: ``{path: {"stage", "hash", "md5", "size", ...}}``."""
-    if not lock_file.is_file():
-        return {}
     try:
-        lock = _load_yaml(lock_file) or {}
-    except Exception as exc:  # a broken lock file must not stop publishing; it is reported
-        log.warning("%s: not readable YAML (%s); lineage has no DVC hashes", lock_file, exc)
+        stages = locked_stages(root)
+    except ConfigError as exc:  # a broken lock file must not stop publishing; it is reported
+        log.warning("%s; lineage has no DVC hashes", exc)
         return {}
     outs: dict[str, dict[str, Any]] = {}
-    stages = lock.get("stages") if isinstance(lock, dict) else None
-    for stage, entry in (stages or {}).items():
+    for stage, entry in stages.items():
         for out in (entry or {}).get("outs") or []:
             if not isinstance(out, dict) or "path" not in out:
                 continue
@@ -100,7 +93,7 @@ def collect_lineage(root: Path, params: Params) -> dict[str, Any]:
     has none (the stage never ran under DVC).
     """
     root = Path(root)
-    outs = dvc_outs(root / "dvc.lock")
+    outs = dvc_outs(root)
     dvc: dict[str, Any] = {}
     for field in LINEAGE_PATHS:
         path = _norm(getattr(params.paths, field))

@@ -66,18 +66,19 @@ QWEN25_VL_7B: dict[str, dict[str, Any]] = {
         "fullatt_block_indexes": [7, 15, 23, 31],
     },
 }
-#: Toy sizes for ``--tiny`` (same architecture, ~5 M parameters).
+#: Toy sizes for ``--tiny`` and for benchmarks/grpo_step.py (same architecture, 4.5 M
+#: parameters).
 TINY: dict[str, dict[str, Any]] = {
     "text_config": {
-        "vocab_size": 2048, "hidden_size": 128, "intermediate_size": 256,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 32768, "max_window_layers": 2, "rms_norm_eps": 1e-6,
-        "rope_parameters": {"rope_type": "default", "mrope_section": [4, 6, 6],
+        "vocab_size": 2048, "hidden_size": 256, "intermediate_size": 768,
+        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 32768, "max_window_layers": 4,
+        "rope_parameters": {"rope_type": "default", "mrope_section": [8, 12, 12],
                             "rope_theta": 1_000_000.0},
     },
     "vision_config": {
         "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2,
-        "out_hidden_size": 128, "patch_size": 14, "temporal_patch_size": 2,
+        "out_hidden_size": 256, "patch_size": 14, "temporal_patch_size": 2,
         "spatial_merge_size": 2, "tokens_per_second": 2, "window_size": 112,
         "fullatt_block_indexes": [1],
     },
@@ -228,7 +229,8 @@ def parameter_counts(model: Any) -> tuple[int, int]:
 
 def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], processor: Any,
                shared: bool, completion: int, groups: int, warmup: int, steps: int,
-               device: torch.device, dtype: torch.dtype, peak_tflops: float) -> dict[str, Any]:
+               device: torch.device, dtype: torch.dtype, peak_tflops: float,
+               checkpointing: bool = True) -> dict[str, Any]:
     """Build model + trainer, run warm-up and timed steps, return the measurements."""
     import trl.trainer.grpo_trainer as grpo_module
     from datasets import Dataset
@@ -250,7 +252,7 @@ def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], proce
             gradient_accumulation_steps=1, max_steps=warmup + steps, learning_rate=1e-6,
             beta=0.04, temperature=1.0, max_completion_length=completion,
             generation_kwargs={"min_new_tokens": completion}, bf16=bf16,
-            use_cpu=device.type == "cpu", activation_checkpointing=True,
+            use_cpu=device.type == "cpu", activation_checkpointing=checkpointing,
             activation_checkpointing_kwargs={"use_reentrant": False}, logging_steps=1,
             save_strategy="no", report_to=[], remove_unused_columns=False, seed=0,
             dataloader_num_workers=0, shuffle_dataset=False, disable_tqdm=True,

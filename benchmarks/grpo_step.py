@@ -21,8 +21,13 @@ blocks, width 64), float32 on CPU, so the script runs in 2-3 minutes on 2 cores.
 GPU and a real checkpoint: ``--device cuda --dtype bfloat16 --model /path/Qwen2.5-VL-7B``
 (add ``--checkpointing`` as the trainer does by default, to fit the naive pass in memory).
 
+Then (unless ``--no-whole-step``) whole trainer steps of ``VideoGRPOTrainer`` on the same model
+and video, shared prompt on and off (benchmarks/gpu_step.py's run): generation, log-prob
+passes, backward and optimizer, with each phase's share of the step.
+
 Run: .venv/bin/python benchmarks/grpo_step.py [--groups G] [--repeats N] [--checkpointing]
-Ends with one line: shared_vs_naive_speedup (naive time / shared time, best runs).
+Prints shared_vs_naive_speedup (naive time / shared time, best runs), then
+whole_step_speedup (plain step / shared step).
 """
 
 from __future__ import annotations
@@ -39,28 +44,24 @@ from trl.trainer.utils import add_fused_lm_head
 
 from videorft.trainer.shared_prompt import plain_logps, shared_prompt_logps
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu_step import TINY, build_processor, run_config  # a sibling script
+
 GRID = (8, 30, 30)  # temporal x height x width patches of 14 px: 16 frames of 420 x 420
 TEXT_BEFORE, TEXT_AFTER = 20, 60  # chat scaffolding and question around the video
 COMPLETION = 200
 
 
+SIZES = TINY  # the benchmark model (4.5 M parameters), also used by the whole-step timing
+VIDEO = {"frames": 16, "side": 420, "fps": 2.0}  # GRID's video, for the whole-step timing
+
+
 def random_model(dtype: torch.dtype) -> Qwen2_5_VLForConditionalGeneration:
     """A small random Qwen2.5-VL: real architecture (mRoPE, window attention), toy sizes."""
     config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": 2048, "hidden_size": 256, "intermediate_size": 768,
-            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "max_position_embeddings": 32768, "max_window_layers": 4,
-            "rope_parameters": {"rope_type": "default", "mrope_section": [8, 12, 12],
-                                "rope_theta": 1_000_000.0},
-            "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 0,
-        },
-        vision_config={
-            "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2,
-            "out_hidden_size": 256, "patch_size": 14, "temporal_patch_size": 2,
-            "spatial_merge_size": 2, "tokens_per_second": 2, "window_size": 112,
-            "fullatt_block_indexes": [1],
-        },
+        text_config={**SIZES["text_config"], "bos_token_id": 0, "eos_token_id": 1,
+                     "pad_token_id": 0},
+        vision_config=SIZES["vision_config"],
         image_token_id=2044, video_token_id=2045, vision_start_token_id=2046,
         vision_end_token_id=2047, tie_word_embeddings=False,
     )
@@ -148,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="a Qwen2.5-VL checkpoint folder")
     parser.add_argument("--checkpointing", action="store_true",
                         help="non-reentrant gradient checkpointing (GRPOConfig's default)")
+    parser.add_argument("--no-whole-step", dest="whole_step", action="store_false",
+                        help="skip the whole-trainer-step timing (random model only)")
     args = parser.parse_args(argv)
+    if args.model:
+        args.whole_step = False  # the whole step builds its own random model
     started = time.perf_counter()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     if args.model:
@@ -204,7 +209,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"log-probs disagree (> {tolerance})", file=sys.stderr)
         return 1
     print(f"shared_vs_naive_speedup: {best['naive'] / best['shared']:.2f}")
+    if args.whole_step:
+        whole_step(args.groups, device, dtype, args.checkpointing)
     return 0
+
+
+def whole_step(groups: int, device: torch.device, dtype: torch.dtype,
+               checkpointing: bool) -> None:
+    """Whole trainer steps (generation, log-prob passes, backward, optimizer), shared vs plain.
+
+    The same VideoGRPOTrainer run as benchmarks/gpu_step.py, with this benchmark's model sizes
+    and video, completions of exactly COMPLETION tokens, one warm-up and one timed step each.
+    """
+    processor = build_processor()
+    results = {}
+    for shared in (True, False):
+        results[shared] = run_config(
+            sizes=SIZES, video=VIDEO, processor=processor, shared=shared, completion=COMPLETION,
+            groups=groups, warmup=1, steps=1, device=device, dtype=dtype, peak_tflops=1.0,
+            checkpointing=checkpointing)
+    print()
+    print(f"whole trainer step (G={groups}, {COMPLETION}-token completions): seconds and share")
+    for shared, result in results.items():
+        step = result["seconds_per_step"]
+        shares = ", ".join(f"{name} {seconds:.2f} ({100 * seconds / step:.0f}%)"
+                           for name, seconds in result["phase_seconds"].items())
+        print(f"{'shared' if shared else 'plain':<8} {step:6.2f} s: {shares}")
+    speedup = results[False]["seconds_per_step"] / results[True]["seconds_per_step"]
+    print(f"whole_step_speedup: {speedup:.2f}")
 
 
 if __name__ == "__main__":

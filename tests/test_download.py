@@ -791,3 +791,30 @@ def test_parse_hf_uri(uri: str, repo_id: str, revision: str | None, subdir: str 
 def test_parse_hf_uri_refuses(uri: str) -> None:
     with pytest.raises(DownloadError, match=re.escape(uri)):
         parse_hf_uri(uri)
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar.gz"])
+def test_archive_bombs_are_refused_before_anything_is_written(tmp_path: Path, suffix: str) -> None:
+    """8 MB of zeros in a few KB: past the compression-ratio limit; a real tree passes it, and
+    a total-size limit below the tree's size refuses that too. Nothing lands in dest."""
+    from videorft.download import ArchiveLimits
+
+    zeros = bytes(8 * 2**20)
+    bomb = tmp_path / f"bomb{suffix}"
+    if suffix == ".zip":
+        with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("videos/zeros.mp4", zeros)
+    else:
+        make_tar(bomb, {"videos/zeros.mp4": zeros})
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(DownloadError, match=r"times its size .*max_compression_ratio \(100\)"):
+        fetch(str(bomb), tmp_path / "out")
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path / "out") == []
+
+    tree = (make_zip if suffix == ".zip" else make_tar)(tmp_path / f"tree{suffix}", TREE)
+    total = sum(len(v) for v in TREE.values())
+    with pytest.raises(DownloadError, match=rf"{total:,} bytes, more than .*max_unpacked_gb"):
+        fetch(str(tree), tmp_path / "out", archive_limits=ArchiveLimits(max_bytes=total - 1))
+    assert not (tmp_path / "out").exists()
+    fetch(str(tree), tmp_path / "out", archive_limits=ArchiveLimits(max_bytes=total))
+    assert (tmp_path / "out").is_dir()

@@ -52,6 +52,31 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", "
 HTTP_RETRIES = 4
 RETRY_BACKOFF_S = 0.5
 _CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """What an archive may unpack to: in total, and per byte of archive (zip bombs).
+
+    Checked from the members' declared sizes before anything is written; extraction never
+    writes more than a member declares (tarfile copies ``size`` bytes, zipfile stops at
+    ``file_size``), so a lying header cannot get past them.
+    """
+
+    max_bytes: int = 500 * 10**9
+    max_ratio: float = 100.0  # video archives unpack at ~1:1; 400 KB of zeros to 400 MB: 1000
+
+    def check(self, label: str, archive: Path, unpacked: int) -> None:
+        packed = max(archive.stat().st_size, 1)
+        if unpacked > self.max_bytes:
+            raise DownloadError(
+                f"{label}: archive {archive.name} would unpack to {unpacked:,} bytes, more than "
+                f"download.max_unpacked_gb allows ({self.max_bytes:,} bytes)")
+        if unpacked / packed > self.max_ratio:
+            raise DownloadError(
+                f"{label}: archive {archive.name} would unpack to {unpacked / packed:,.0f} times "
+                f"its size ({unpacked:,} from {packed:,} bytes), more than "
+                f"download.max_compression_ratio ({self.max_ratio:g}): a zip bomb?")
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -69,6 +94,7 @@ def fetch(
     s3: S3Params | None = None,
     http_timeout_s: float = 60.0,
     progress: bool = True,
+    archive_limits: ArchiveLimits = ArchiveLimits(),
 ) -> Path:
     """Materialise the dataset at ``uri`` as the folder ``dest`` and return ``dest``.
 
@@ -77,7 +103,8 @@ def fetch(
     ``hf://datasets/OWNER/NAME[@REVISION][/SUBDIR]``. A fetched file that is an archive is
     unpacked into ``dest``; any other file is placed in ``dest`` under its own name. ``sha256``
     is the expected digest of that single file (archive or not); it makes no sense for a folder,
-    prefix or Hub repository and is refused there.
+    prefix or Hub repository and is refused there. An archive past ``archive_limits`` is
+    refused before it is unpacked.
     """
     dest = Path(dest)
     if not isinstance(uri, str) or not uri.strip():
@@ -100,11 +127,11 @@ def fetch(
     _remove_leftovers(dest)
 
     if scheme in ("", "file"):
-        _fetch_local(uri, dest, expected)
+        _fetch_local(uri, dest, expected, archive_limits)
     elif scheme in ("http", "https"):
-        _fetch_http(uri, dest, expected, http_timeout_s, progress)
+        _fetch_http(uri, dest, expected, http_timeout_s, progress, archive_limits)
     elif scheme == "s3":
-        _fetch_s3(uri, dest, expected, s3, progress)
+        _fetch_s3(uri, dest, expected, s3, progress, archive_limits)
     elif scheme == "hf":
         _fetch_hf(uri, dest, expected)
     else:  # _scheme() only returns the schemes above
@@ -292,6 +319,7 @@ def _install_file(
     *,
     name: str | None = None,
     move: bool,
+    limits: ArchiveLimits,
     source: Any = None,
 ) -> None:
     """Unpack an archive, or place a single file, into a fresh tree and install it as dest."""
@@ -299,7 +327,7 @@ def _install_file(
     tmp = _new_tmp(dest)
     try:
         if is_archive(name):
-            extract_archive(path, tmp, uri=uri, name=name)
+            extract_archive(path, tmp, uri=uri, name=name, limits=limits)
         elif move:
             os.replace(path, tmp / name)
         else:
@@ -359,7 +387,7 @@ def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> N
         shutil.copy2(src, dst)
 
 
-def _fetch_local(uri: str, dest: Path, expected: str | None) -> None:
+def _fetch_local(uri: str, dest: Path, expected: str | None, limits: ArchiveLimits) -> None:
     src = _local_path(uri)
     if not src.exists():
         raise DownloadError(f"{uri}: local path {src.absolute()} does not exist")
@@ -370,7 +398,7 @@ def _fetch_local(uri: str, dest: Path, expected: str | None) -> None:
         return
     if src.is_file():
         digest = _verify_local(src, expected, uri)
-        _install_file(src, uri, dest, digest, move=False, source=source)
+        _install_file(src, uri, dest, digest, move=False, limits=limits, source=source)
         return
     src_real, dest_real = src.resolve(), dest.resolve()
     if src_real == dest_real:  # the data is already where it belongs: just mark it
@@ -414,7 +442,8 @@ class _Retryable(Exception):
 
 
 def _fetch_http(
-    uri: str, dest: Path, expected: str | None, timeout_s: float, progress: bool
+    uri: str, dest: Path, expected: str | None, timeout_s: float, progress: bool,
+    limits: ArchiveLimits,
 ) -> None:
     if _marker_matches(dest, uri, expected):
         return
@@ -437,7 +466,7 @@ def _fetch_http(
             raise
         (files / f"{name}.part.json").unlink(missing_ok=True)
         os.replace(part, target)
-    _install_file(target, uri, dest, digest, move=True)
+    _install_file(target, uri, dest, digest, move=True, limits=limits)
     _rmtree(files.parent)
 
 
@@ -617,7 +646,8 @@ def _s3_error(uri: str, exc: BaseException) -> DownloadError:
 
 
 def _fetch_s3(
-    uri: str, dest: Path, expected: str | None, s3: S3Params | None, progress: bool
+    uri: str, dest: Path, expected: str | None, s3: S3Params | None, progress: bool,
+    limits: ArchiveLimits,
 ) -> None:
     if _marker_matches(dest, uri, expected):
         return
@@ -645,7 +675,7 @@ def _fetch_s3(
             _rmtree(stage)
             raise
         os.replace(part, files / name)
-        _install_file(files / name, uri, dest, digest, move=True)
+        _install_file(files / name, uri, dest, digest, move=True, limits=limits)
     else:
         tree = stage / "tree"
         _s3_sync_prefix(fs, uri, rpath, tree, progress)
@@ -773,21 +803,23 @@ def _fetch_hf(uri: str, dest: Path, expected: str | None) -> None:
 
 
 def extract_archive(
-    archive: Path, out: Path, *, uri: str | None = None, name: str | None = None
+    archive: Path, out: Path, *, uri: str | None = None, name: str | None = None,
+    limits: ArchiveLimits = ArchiveLimits(),
 ) -> int:
     """Unpack a zip or tar archive into the existing folder ``out``; return the file count.
 
     Every member is checked before anything is written: absolute names, ``..``, symlinks or
     hardlinks leading outside, and device files raise UnsafePathError naming the archive and
-    the member. An archive without files, or one that cannot be read, raises DownloadError.
+    the member. An archive past ``limits``, without files, or that cannot be read, raises
+    DownloadError.
     """
     label = uri or str(archive)
     name = (name or archive.name).lower()
     try:
         if name.endswith(".zip"):
-            count = _extract_zip(archive, out, label)
+            count = _extract_zip(archive, out, label, limits)
         else:
-            count = _extract_tar(archive, out, label)
+            count = _extract_tar(archive, out, label, limits)
     except (DataValidationError, DownloadError):
         raise
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
@@ -819,7 +851,7 @@ def _check_link_target(label: str, member: str, target: str) -> None:
         raise _unsafe(label, member, f"is a symlink to {target!r}, outside the destination")
 
 
-def _extract_tar(archive: Path, out: Path, label: str) -> int:
+def _extract_tar(archive: Path, out: Path, label: str, limits: ArchiveLimits) -> int:
     with tarfile.open(archive, "r:*") as tar:
         members = tar.getmembers()
         for member in members:
@@ -842,6 +874,7 @@ def _extract_tar(archive: Path, out: Path, label: str) -> int:
                 raise _unsafe(label, name, "is a device file or FIFO")
             elif not (member.isreg() or member.isdir()):
                 raise _unsafe(label, name, f"has an unsupported type {member.type!r}")
+        limits.check(label, archive, sum(m.size for m in members if m.isreg()))
         try:
             # The data filter re-checks each member against what is already on disk, which
             # catches escapes through symlinked folders that the name checks above cannot see.
@@ -852,7 +885,7 @@ def _extract_tar(archive: Path, out: Path, label: str) -> int:
         return sum(1 for member in members if member.isreg() or member.islnk())
 
 
-def _extract_zip(archive: Path, out: Path, label: str) -> int:
+def _extract_zip(archive: Path, out: Path, label: str, limits: ArchiveLimits) -> int:
     count = 0
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
@@ -864,6 +897,7 @@ def _extract_zip(archive: Path, out: Path, label: str) -> int:
                 _check_link_target(label, rel, target)
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
                 raise _unsafe(label, info.filename, "is a device file or FIFO")
+        limits.check(label, archive, sum(info.file_size for info in infos))
         for info in infos:
             # Symlink entries are written as small files holding the target (as zipfile does):
             # creating real links would open the symlinked-folder escapes tar needs a filter for.

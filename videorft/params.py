@@ -159,6 +159,14 @@ class DownloadParams(_Section):
         0.0, ge=0, description="Spans may end this many seconds past the stated video duration."
     )
     http_timeout_s: float = Field(60.0, gt=0, description="Socket timeout of http(s) downloads.")
+    max_unpacked_gb: float = Field(
+        500.0, gt=0, description="An archive that would unpack to more than this many GB (10^9 "
+        "bytes) is refused before anything is written."
+    )
+    max_compression_ratio: float = Field(
+        100.0, gt=0, description="An archive that would unpack to more than this many times its "
+        "own size is refused (zip bombs; video archives unpack at about 1:1)."
+    )
     s3: S3Params = Field(default_factory=S3Params)
 
     @field_validator("sources")

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from videorft.download import fetch
+from videorft.download import ArchiveLimits, fetch
 from videorft.errors import ConfigError
 from videorft.io import atomic_write_json, write_jsonl
 from videorft.params import Params
@@ -38,6 +38,8 @@ def run(params: Params, root: Path) -> dict[str, Any]:
                 sha256=source.sha256,
                 s3=cfg.s3,
                 http_timeout_s=cfg.http_timeout_s,
+                archive_limits=ArchiveLimits(max_bytes=int(cfg.max_unpacked_gb * 10**9),
+                                             max_ratio=cfg.max_compression_ratio),
             )
         parse = get_parser(source.type)
         records.extend(

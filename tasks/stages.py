@@ -37,8 +37,15 @@ def _run(stage: str, root: str, force: bool, up_to_date: bool = False) -> dict[s
     return outcome.to_dict()
 
 
-# Downloads fail for transient reasons (network, throttling): retry with backoff.
-@task(name="download", retries=3, retry_delay_seconds=[10, 30, 90])
+def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what another attempt can fix: a stage that exited with EXIT_TRANSIENT
+    (network, throttling). A bad file or parameter fails the same way again: fail at once."""
+    return bool(getattr(state.data, "transient", False))
+
+
+# Downloads can fail for transient reasons (network, throttling): those retry with backoff.
+@task(name="download", retries=3, retry_delay_seconds=[10, 30, 90],
+      retry_condition_fn=_retry_if_transient)
 def download(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
     return _run("download", root, force, up_to_date)
 
@@ -65,7 +72,8 @@ def build_dataset(root: str, force: bool = False, up_to_date: bool = False) -> d
     return _run("build_dataset", root, force, up_to_date)
 
 
-@task(name="base_model", retries=2, retry_delay_seconds=[30, 120])
+@task(name="base_model", retries=2, retry_delay_seconds=[30, 120],
+      retry_condition_fn=_retry_if_transient)
 def base_model(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
     # Retries: pinning a hub model downloads it (network).
     return _run("base_model", root, force, up_to_date)
@@ -218,13 +226,10 @@ class GateFailed(StageError):
     """The publish gate said no: a verdict on the model, not a flaky upload; never retried."""
 
 
-def _retry_unless_gate_failed(task: Any, task_run: Any, state: Any) -> bool:
-    return not isinstance(state.data, GateFailed)
-
-
-# Uploads fail for transient reasons; publishing is idempotent (same manifest: no-op).
+# Uploads can fail for transient reasons; publishing is idempotent (same manifest: no-op).
+# A failed gate is a verdict (GateFailed, never transient): it fails at once.
 @task(name="publish", retries=2, retry_delay_seconds=[10, 60],
-      retry_condition_fn=_retry_unless_gate_failed)
+      retry_condition_fn=_retry_if_transient)
 def publish(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
     params = load_params(Path(root) / "params.yaml")
     report = Path(root) / params.paths.reports / "publish.json"

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from videorft.cli import app
@@ -125,3 +126,40 @@ def test_status_with_a_corrupt_lock_or_no_params_is_one_line(tmp_path: Path) -> 
     (root / "params.yaml").unlink()
     line = _one_error_line(runner.invoke(app, ["status", "--root", str(root)]))
     assert "params.yaml: not found" in line
+
+
+def test_a_stage_exits_75_only_when_a_retry_may_help(tmp_path: Path, monkeypatch) -> None:
+    """`videorft stage` (what dvc.yaml runs) exits with EXIT_TRANSIENT for a network failure
+    and 1 for bad input, and repro_stage reads DVC's report of that status."""
+    import socket
+
+    from videorft import download
+    from videorft.errors import EXIT_TRANSIENT
+    from videorft.pipeline import dvc as dvc_module
+
+    monkeypatch.setattr(download, "RETRY_BACKOFF_S", 0.0)
+    root = _project(tmp_path)
+    with socket.socket() as sock:  # a port nobody listens on: connection refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    apply = ["params", "apply", "--root", str(root), "--set",
+             f"download.sources=[{{name: web, type: charades_sta, uri: "
+             f"'http://127.0.0.1:{port}/set.zip', annotation: a.txt}}]"]
+    assert runner.invoke(app, apply).exit_code == 0
+    refused = runner.invoke(app, ["stage", "download", "--root", str(root)])
+    assert refused.exit_code == EXIT_TRANSIENT, refused.output
+    local = [*apply[:-1], "download.sources=[{name: disk, type: charades_sta, uri: "
+             "'no-such-folder', annotation: a.txt}]"]
+    assert runner.invoke(app, local).exit_code == 0
+    missing = runner.invoke(app, ["stage", "download", "--root", str(root)])
+    assert missing.exit_code == 1, missing.output
+
+    def fake_dvc(args, project, log=None):
+        return 1, ["ERROR: failed to reproduce 'download': failed to run: videorft stage "
+                   f"download, exited with {EXIT_TRANSIENT}"]
+
+    monkeypatch.setattr(dvc_module, "dvc", fake_dvc)
+    monkeypatch.setattr(dvc_module, "stage_status", lambda *a, **k: ["changed"])
+    with pytest.raises(dvc_module.StageError) as info:
+        dvc_module.repro_stage(root, "download", force=True)
+    assert info.value.transient

@@ -220,10 +220,11 @@ def test_http_client_errors_name_the_url(
         http_server.status["secret.zip"] = 403
     url = http_server.url("secret.zip")
 
-    with pytest.raises(DownloadError, match=rf"{re.escape(url)}: HTTP {code}"):
+    with pytest.raises(DownloadError, match=rf"{re.escape(url)}: HTTP {code}") as info:
         fetch(url, tmp_path / "x", progress=False)
 
     assert len(http_server.requests_for("secret.zip")) == 1  # a 4xx is not retried
+    assert not info.value.transient  # ... nor by the orchestrator
     assert not (tmp_path / "x").exists()
 
 
@@ -244,8 +245,9 @@ def test_http_gives_up_after_the_retries(http_server: FileServer, tmp_path: Path
 
     with pytest.raises(
         DownloadError, match=rf"{re.escape(url)}: download failed after 5 attempts: HTTP 503"
-    ):
+    ) as info:
         fetch(url, tmp_path / "clip", progress=False)
+    assert info.value.transient  # the orchestrator may try again later
 
     assert len(http_server.requests_for("clip.bin")) == download.HTTP_RETRIES + 1
 

@@ -1,7 +1,8 @@
 """Prefect task behaviour that the stages cannot show: which failures are retried.
 
 Runs a real flow (temporary Prefect server, in a subprocess with its own PREFECT_HOME) around
-the `publish` task, with the DVC call replaced by a failure of the kind under test.
+the `publish` and `download` tasks, with the DVC call replaced by a failure of the kind under
+test: only a transient one (the stage exited with EXIT_TRANSIENT) is retried.
 """
 
 from __future__ import annotations
@@ -28,25 +29,28 @@ def failing_run(stage, project, force, up_to_date=False):
     if mode == "gate":  # what the publish stage leaves when its gate says no
         (root / "reports").mkdir(exist_ok=True)
         (root / "reports/publish.json").write_text(json.dumps({"published": False}))
-    raise stages.StageError("stage 'publish' failed (dvc repro exit 255)")
+    # What repro_stage raises: transient when the stage exited with EXIT_TRANSIENT.
+    raise stages.StageError(f"stage {stage!r} failed (dvc repro exit 255)",
+                            transient=mode == "network")
 
 stages._run = failing_run
 
 @flow
-def publish_only():
-    return stages.publish.with_options(retry_delay_seconds=0)(str(root))
+def one_stage(name):
+    return getattr(stages, name).with_options(retry_delay_seconds=0)(str(root))
 
-for mode in ("gate", "upload"):
+for name, mode in (("publish", "gate"), ("publish", "network"), ("publish", "bad input"),
+                   ("download", "network"), ("download", "bad input")):
     calls.clear()
     try:
-        publish_only()
+        one_stage(name)
     except Exception as exc:
-        print(mode, "raised", type(exc).__name__, "calls", len(calls))
+        print(name, mode, "raised", type(exc).__name__, "calls", len(calls))
     (root / "reports/publish.json").unlink(missing_ok=True)
 """
 
 
-def test_publish_retries_uploads_but_not_a_failed_gate(tmp_path: Path) -> None:
+def test_only_transient_failures_are_retried(tmp_path: Path) -> None:
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
            "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
@@ -55,5 +59,9 @@ def test_publish_retries_uploads_but_not_a_failed_gate(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
-    assert "gate raised GateFailed calls 1" in result.stdout, output  # a verdict: no retry
-    assert "upload raised StageError calls 3" in result.stdout, output  # 1 + 2 retries
+    lines = result.stdout
+    assert "publish gate raised GateFailed calls 1" in lines, output  # a verdict: no retry
+    assert "publish network raised StageError calls 3" in lines, output  # 1 + 2 retries
+    assert "publish bad input raised StageError calls 1" in lines, output
+    assert "download network raised StageError calls 4" in lines, output  # 1 + 3 retries
+    assert "download bad input raised StageError calls 1" in lines, output  # fails at once

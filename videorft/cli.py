@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from videorft import __version__
-from videorft.errors import VideoRFTError
+from videorft.errors import EXIT_TRANSIENT, VideoRFTError
 
 if TYPE_CHECKING:
     from videorft.params import Params
@@ -58,10 +58,12 @@ RootOption = Annotated[
 
 
 def _fail(exc: Exception) -> None:
+    """One error line; exit 1, or EXIT_TRANSIENT where another attempt may succeed (so the
+    orchestrator retries a network failure, and not a bad file)."""
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no repr quotes
     console.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False,
                   soft_wrap=True)
-    raise typer.Exit(code=1)
+    raise typer.Exit(code=EXIT_TRANSIENT if getattr(exc, "transient", False) else 1)
 
 
 def _root(root: Path) -> Path:

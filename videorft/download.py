@@ -36,7 +36,7 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
-from videorft.errors import DataValidationError, DownloadError, UnsafePathError
+from videorft.errors import DataValidationError, DownloadError, UnsafePathError, is_network_error
 from videorft.io import atomic_write_json, check_relative_path, read_json, safe_join, sha256_file
 
 if TYPE_CHECKING:
@@ -492,7 +492,8 @@ def download_http(url: str, part: Path, *, timeout_s: float = 60.0, progress: bo
                 return part
             except _Retryable as exc:
                 last = exc
-    raise DownloadError(f"{url}: download failed after {HTTP_RETRIES + 1} attempts: {last}")
+    raise DownloadError(f"{url}: download failed after {HTTP_RETRIES + 1} attempts: {last}",
+                        transient=True)
 
 
 def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -642,7 +643,8 @@ def _s3_error(uri: str, exc: BaseException) -> DownloadError:
         return DownloadError(f"{uri}: no such object or prefix")
     if isinstance(exc, PermissionError):
         return DownloadError(f"{uri}: access denied (check AWS credentials, or s3.anon)")
-    return DownloadError(f"{uri}: {type(exc).__name__}: {exc}")
+    # Anything else is the network or the service (timeouts, throttling, 5xx): worth a retry.
+    return DownloadError(f"{uri}: {type(exc).__name__}: {exc}", transient=True)
 
 
 def _fetch_s3(
@@ -759,7 +761,8 @@ def _s3_get(
     got = part.stat().st_size
     if got != size:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"{uri}: object s3://{rpath} arrived with {got} of {size} bytes")
+        raise DownloadError(f"{uri}: object s3://{rpath} arrived with {got} of {size} bytes",
+                            transient=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -786,7 +789,9 @@ def _fetch_hf(uri: str, dest: Path, expected: str | None) -> None:
             allow_patterns=f"{repo.subdir}/**" if repo.subdir else None,
         )
     except Exception as exc:  # the Hub raises many types; all mean "not fetched"
-        raise DownloadError(f"{uri}: {type(exc).__name__}: {exc}") from exc
+        # A missing or gated repo fails the same way next time; a dropped connection may not.
+        raise DownloadError(f"{uri}: {type(exc).__name__}: {exc}",
+                            transient=is_network_error(exc)) from exc
     root = tree / repo.subdir if repo.subdir else tree
     if root == tree:
         _rmtree(tree / ".cache")  # huggingface_hub's download metadata, not data

@@ -9,8 +9,32 @@ def one_line(error: BaseException) -> str:
     return " ".join(line for line in lines if line and not line.startswith("^"))
 
 
+#: Exit status of a stage whose failure another attempt may fix (sysexits' EX_TEMPFAIL):
+#: the orchestrator retries those, and only those.
+EXIT_TRANSIENT = 75
+
+
+_NETWORK_ERRORS = ("ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError",
+                   "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError")
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a dropped or refused connection or a timeout (a retry may help),
+    across the HTTP clients our dependencies use (httpx, requests, botocore, aiohttp)."""
+    return isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in (
+        _NETWORK_ERRORS)
+
+
 class VideoRFTError(Exception):
-    """Base class for every error videorft raises on purpose."""
+    """Base class for every error videorft raises on purpose.
+
+    ``transient``: another attempt may succeed (a network outage, throttling). False, the
+    default: the same inputs fail the same way, so retrying only wastes time.
+    """
+
+    def __init__(self, *args: object, transient: bool = False) -> None:
+        super().__init__(*args)
+        self.transient = transient
 
 
 class ConfigError(VideoRFTError):

@@ -19,7 +19,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from videorft.errors import is_network_error
 from videorft.io import atomic_write_json, read_json
+from videorft.model.loading import ModelNotFoundError
 
 INFO_FILE = "model_info.json"
 TINY = "tiny"
@@ -52,10 +54,11 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> tuple[str, str]:
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.py"],
         )
     except Exception as exc:  # offline, unknown repo, gated, ...: all mean "cannot pin it"
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"{repo_id}@{revision or 'main'}: cannot fetch the model from the Hugging Face Hub "
             f"({type(exc).__name__}: {exc}); use a local folder in model.name_or_path, or "
-            "'tiny' for the offline default"
+            "'tiny' for the offline default",
+            transient=is_network_error(exc),
         ) from exc
     commit = Path(folder).name  # snapshots/<commit sha>
     return folder, commit
@@ -79,8 +82,8 @@ def prepare_base_model(model_params: Any, out_dir: Path) -> dict[str, Any]:
         path = Path(name).expanduser()
         if path.is_dir() or name.startswith((".", "/", "~")):
             if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"{path}: model.name_or_path names no model folder "
-                                        "(config.json missing)")
+                raise ModelNotFoundError(f"{path}: model.name_or_path names no model folder "
+                                         "(config.json missing)")
             info = {"source": "local", "path": str(path.resolve()),
                     "fingerprint": folder_fingerprint(path), "load": str(path.resolve())}
         else:
@@ -104,8 +107,8 @@ def resolve_model(model_dir: Path, root: Path) -> str:
     if (model_dir / "config.json").is_file():
         return os.fspath(model_dir)
     if not info_path.is_file():
-        raise FileNotFoundError(f"{model_dir}: no model and no {INFO_FILE} (run the stage that "
-                                "writes it: base_model or warm_start)")
+        raise ModelNotFoundError(f"{model_dir}: no model and no {INFO_FILE} (run the stage that "
+                                 "writes it: base_model or warm_start)")
     info = read_json(info_path)
     if info.get("source") == "hub":
         # The pinned commit: the same weights whatever the branch points at today.

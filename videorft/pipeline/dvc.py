@@ -21,7 +21,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from ruamel.yaml import YAML
 
-from videorft.errors import StageError, VideoRFTError
+from videorft.errors import EXIT_TRANSIENT, StageError, VideoRFTError
 from videorft.pipeline.lockfile import locked_entry, locked_stages
 
 SUMMARY_PREFIX = "videorft-summary: "
@@ -329,7 +329,10 @@ def repro_stage(
     code, lines = dvc(args, root, log=log)
     if code != 0:
         tail = "\n".join(lines[-30:])
-        raise StageError(f"stage {stage!r} failed (dvc repro exit {code}):\n{tail}")
+        # DVC reports the command's status ("... exited with 75"); 75 = worth another attempt.
+        transient = any(f"exited with {EXIT_TRANSIENT}" in line for line in lines[-30:])
+        raise StageError(f"stage {stage!r} failed (dvc repro exit {code}):\n{tail}",
+                         transient=transient)
     summary: dict[str, Any] = {}
     for line in lines:
         if line.startswith(SUMMARY_PREFIX):

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from videorft.errors import StageError
+from videorft.errors import StageError, is_network_error
 from videorft.io import atomic_write_json, replace_dir
 from videorft.params import PublishTarget
 from videorft.publish.package import (
@@ -191,9 +191,11 @@ def publish_s3(
     except StageError:
         raise
     except Exception as exc:  # botocore/s3fs errors: name the target; nothing secret in them
+        # No bucket or no access fails the same way next time; anything else is the network.
         raise PublishError(
             f"{where}: upload failed ({type(exc).__name__}: {exc}); the version has no "
-            "manifest, so it is not published; publishing again resumes"
+            "manifest, so it is not published; publishing again resumes",
+            transient=not isinstance(exc, (FileNotFoundError, PermissionError)),
         ) from exc
     log.info("publish s3: %s %s %s (%s)", name, version, status, where)
     return status
@@ -244,7 +246,8 @@ def publish_hub(package: Path, repo_id: str, *, private: bool, token_env: str) -
             status = PUBLISHED
     except Exception as exc:
         raise PublishError(
-            f"hub {repo_id}: publishing {version} failed ({type(exc).__name__}: {exc})"
+            f"hub {repo_id}: publishing {version} failed ({type(exc).__name__}: {exc})",
+            transient=is_network_error(exc),
         ) from exc
     log.info("publish hub: %s %s %s", repo_id, version, status)
     return status

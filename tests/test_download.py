@@ -820,3 +820,25 @@ def test_archive_bombs_are_refused_before_anything_is_written(tmp_path: Path, su
     assert not (tmp_path / "out").exists()
     fetch(str(tree), tmp_path / "out", archive_limits=ArchiveLimits(max_bytes=total))
     assert (tmp_path / "out").is_dir()
+
+
+def test_symlinks_out_of_a_local_source_are_refused(tmp_path: Path) -> None:
+    """Copied, or marked in place (a uri that is already paths.raw/NAME, which DVC then
+    hashes): either way a link to a file outside the source would bring it into the project.
+    Links that stay inside are fine."""
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("not part of the dataset")
+    src = tmp_path / "set"
+    (src / "videos").mkdir(parents=True)
+    (src / "videos" / "a.mp4").write_bytes(b"a")
+    (src / "videos" / "alias.mp4").symlink_to("a.mp4")  # inside: fine
+    fetch(str(src), tmp_path / "copy")
+    assert (tmp_path / "copy" / "videos" / "alias.mp4").read_bytes() == b"a"
+
+    (src / "videos" / "leak.txt").symlink_to(secret)
+    for dest in (tmp_path / "copy2", src):  # copied, and in place
+        with pytest.raises(UnsafePathError, match=r"videos/leak\.txt is a symlink to .*secret"):
+            fetch(str(src), dest)
+    assert not (tmp_path / "copy2").exists()
+    assert not (src / MARKER_NAME).exists()

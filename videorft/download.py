@@ -401,6 +401,7 @@ def _fetch_local(uri: str, dest: Path, expected: str | None, limits: ArchiveLimi
         _install_file(src, uri, dest, digest, move=False, limits=limits, source=source)
         return
     src_real, dest_real = src.resolve(), dest.resolve()
+    _refuse_links_outside(src, uri)
     if src_real == dest_real:  # the data is already where it belongs: just mark it
         atomic_write_json(dest / MARKER_NAME, _make_marker(uri, None, source))
         return
@@ -422,6 +423,23 @@ def _fetch_local(uri: str, dest: Path, expected: str | None, limits: ArchiveLimi
     except BaseException:
         _rmtree(tmp)
         raise
+
+
+def _refuse_links_outside(src: Path, uri: str) -> None:
+    """A symlink in a source folder must point inside it: copying (or DVC hashing) one that
+    points elsewhere would pull a file from outside the dataset into the project."""
+    root = src.resolve()
+    for folder, dirs, files in os.walk(src):  # does not descend into symlinked folders
+        for name in (*dirs, *files):
+            path = Path(folder) / name
+            if not path.is_symlink():
+                continue
+            target = path.resolve()
+            if target != root and root not in target.parents:
+                raise UnsafePathError(
+                    f"{path.relative_to(src).as_posix()} is a symlink to {target}, outside the "
+                    "source folder; copy the file in, or point the uri at the folder that holds "
+                    "it", file=uri)
 
 
 def _verify_local(src: Path, expected: str | None, uri: str) -> str:

@@ -30,6 +30,7 @@ pytest.importorskip("trl")
 from tests.conftest import project_params
 from videorft.errors import ConfigError
 from videorft.trainer.grpo import (
+    RUN_FILE,
     SUMMARY_FILE,
     check_enough_prompts,
     finished_summary,
@@ -275,7 +276,10 @@ def test_run_writes_checkpoints_model_and_metrics(reference: Path, tiny_project)
 
     summary = json.loads((trained / SUMMARY_FILE).read_text())
     assert summary["global_step"] == MAX_STEPS and summary["completed"] is True
-    assert summary["resumed_from"] is None and summary["logged_steps"] == MAX_STEPS
+    assert summary["logged_steps"] == MAX_STEPS
+    assert not {"resumed_from", "runtime_s", "train_runtime_s"} & set(summary)  # run facts...
+    facts = json.loads((reference / "reports" / "train" / RUN_FILE).read_text())
+    assert facts["resumed_from"] is None and facts["runtime_s"] > 0  # ... live beside metrics
     assert set(summary["rewards"]) == {"format", "iou", "accuracy", "quarter"}
     assert set(summary["task_rewards"]) <= {"temporal_grounding", "tracking", "grounded_qa",
                                             "mcq"}
@@ -327,7 +331,8 @@ def test_a_finished_run_is_not_trained_again(reference: Path, tiny_project, monk
                          checkpoints_dir=reference / "models" / "checkpoints",
                          out_dir=trained, metrics_dir=reference / "reports" / "train")
     assert time.monotonic() - started < 5
-    assert summary == json.loads((trained / SUMMARY_FILE).read_text())
+    facts = json.loads((reference / "reports/train" / RUN_FILE).read_text())
+    assert summary == {**json.loads((trained / SUMMARY_FILE).read_text()), **facts}
     assert (trained / "model.safetensors").stat().st_mtime_ns == before
     # A larger step target is not "finished": it would train on.
     more = project_params(tmp_path, *OVERRIDES, "train.max_steps=8")
@@ -365,7 +370,8 @@ def test_a_killed_run_resumes_where_its_checkpoint_left_off(
     assert 3 in logged_before  # the killed run had logged past its checkpoint
 
     summary = train_project(root, model)
-    assert summary == json.loads((root / "models" / "trained" / SUMMARY_FILE).read_text())
+    saved = json.loads((root / "models" / "trained" / SUMMARY_FILE).read_text())
+    assert summary == {**saved, **json.loads((root / "reports/train" / RUN_FILE).read_text())}
     assert summary["resumed_from"] == "checkpoint-2" and summary["resumed_from_step"] == 2
     assert summary["global_step"] == MAX_STEPS and summary["completed"] is True
     assert summary["logged_steps"] == MAX_STEPS
@@ -473,3 +479,22 @@ def test_resume_loads_weights_saved_in_the_checkpoint_key_format(tiny_project,
     load_saved_weights(fresh, tmp_path / "ck")
     expected = trained.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in fresh.state_dict().items())
+
+
+def test_identical_runs_give_identical_bytes(tiny_project, reference, tmp_path: Path) -> None:
+    """Same inputs, same bytes: a second uninterrupted run of the same recipe writes a final
+    model folder and checkpoints identical to the reference's, file by file (what DVC hashes
+    and publish versions); the run times live only in reports/train/run.json."""
+    import hashlib
+
+    def digests(folder: Path) -> dict[str, str]:
+        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    make_project(tiny_project, tmp_path)
+    train_project(tmp_path, tiny_project[0] / "tiny-model")
+    for rel in ("models/trained", "models/checkpoints"):
+        ours, theirs = digests(tmp_path / rel), digests(reference / rel)
+        assert ours.keys() == theirs.keys(), rel
+        differ = sorted(name for name in ours if ours[name] != theirs[name])
+        assert not differ, f"{rel}: {differ}"

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from videorft.errors import StageError
-from videorft.io import read_json
 from videorft.model.base import resolve_model
 from videorft.params import Params, to_plain
 from videorft.trainer.run_state import prepare_run_dirs, run_fingerprint
@@ -62,7 +61,9 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         result = subprocess.run(command, cwd=root, check=False)
         if result.returncode:
             raise StageError(f"train: accelerate launch exited with {result.returncode}")
-        summary = read_json(out_dir / "training_summary.json")
+        from videorft.trainer.grpo import read_summary
+
+        summary = read_summary(out_dir, metrics)
     else:
         from videorft.trainer.grpo import train_grpo
 

@@ -68,6 +68,10 @@ from videorft.params import PARAMS_FILE, LoraParams, Params, load_params
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "training_summary.json"
+#: Facts of this particular run (time taken, where it resumed): beside the metrics, never in
+#: the model folder, whose bytes must depend on the inputs alone (DVC hashes it, publish
+#: versions it).
+RUN_FILE = "run.json"
 REWARD_CURVE = "reward_curve.png"
 #: Metric name of a task's mean total reward (sum of its weighted components).
 TASK_REWARD_METRIC = "rewards_per_task/{task}/mean"
@@ -537,6 +541,29 @@ class MetricsCallback(TrainerCallback):
         plot_reward_curve(self.metrics_dir)
 
 
+def _is_timing(key: str) -> bool:
+    return "runtime" in key or "per_second" in key or key == "step_time"
+
+
+class StableCheckpoints(TrainerCallback):
+    """Checkpoints whose bytes depend on the inputs alone (the folder is a DVC output, and the
+    same inputs must give the same hashes): no times in the trainer state they save (callbacks
+    get their own copy of the logs, so DVCLive and ``run.json`` still have them), and no
+    ``training_args.bin`` (a pickle holding this machine's absolute paths; resuming does not
+    read it)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.log_history:
+            entry = state.log_history[-1]
+            for key in [k for k in entry if _is_timing(k)]:
+                del entry[key]
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (folder / "training_args.bin").unlink(missing_ok=True)
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -554,25 +581,39 @@ def _last_values(entries: list[dict[str, Any]], prefix: str, suffix: str) -> dic
     return dict(sorted(out.items()))
 
 
-def _summary(state: Any, resumed_from: Path | None, resumed_step: int | None, params: Params,
-             runtime_s: float, final_logs: dict[str, Any]) -> dict[str, Any]:
+def _summary(state: Any, params: Params) -> dict[str, Any]:
+    """What the run trained: the same for the same inputs, however it was run."""
     steps = _step_logs(state.log_history)
     return {
         "global_step": state.global_step,
         "max_steps": state.max_steps,
         "completed": state.global_step >= state.max_steps,
-        "resumed_from": resumed_from.name if resumed_from else None,
-        "resumed_from_step": resumed_step,
         "logged_steps": len(steps),
         "reward_first": steps[0]["reward"] if steps else None,
         "reward_last": steps[-1]["reward"] if steps else None,
-        "runtime_s": round(runtime_s, 3),
-        "train_runtime_s": final_logs.get("train_runtime"),
         "rewards": _last_values(steps, "rewards/", "/mean"),
         "task_rewards": _last_values(steps, TASK_REWARD_PREFIX, "/mean"),
         "target": {"max_steps": params.train.max_steps,
                    "num_train_epochs": params.train.num_train_epochs},
     }
+
+
+def _run_facts(resumed_from: Path | None, resumed_step: int | None, runtime_s: float,
+               final_logs: dict[str, Any]) -> dict[str, Any]:
+    """How this run went (times, resume point): differs between runs of the same inputs."""
+    return {
+        "resumed_from": resumed_from.name if resumed_from else None,
+        "resumed_from_step": resumed_step,
+        "runtime_s": round(runtime_s, 3),
+        "train_runtime_s": final_logs.get("train_runtime"),
+    }
+
+
+def read_summary(out_dir: Path, metrics_dir: Path) -> dict[str, Any]:
+    """The finished run's summary with its run facts (those of the last run, if recorded)."""
+    summary = read_json(Path(out_dir) / SUMMARY_FILE)
+    facts = Path(metrics_dir) / RUN_FILE
+    return {**summary, **(read_json(facts) if facts.is_file() else {})}
 
 
 def finished_summary(params: Params, checkpoints_dir: Path, out_dir: Path) -> dict[str, Any] | None:
@@ -641,7 +682,8 @@ def train_grpo(params: Params, root: Path, *, init_model: str | Path, checkpoint
                out_dir: Path, metrics_dir: Path) -> dict[str, Any]:
     """GRPO on the train split, starting from ``init_model``; resumes the latest complete
     checkpoint in ``checkpoints_dir``. Writes the final model and ``training_summary.json`` to
-    ``out_dir`` and the metrics to ``metrics_dir``; returns the summary."""
+    ``out_dir``, the metrics and ``run.json`` (run times, resume point) to ``metrics_dir``;
+    returns the summary with the run facts."""
     root, checkpoints_dir = Path(root), Path(checkpoints_dir)
     out_dir, metrics_dir = Path(out_dir), Path(metrics_dir)
     done = finished_summary(params, checkpoints_dir, out_dir)
@@ -650,7 +692,7 @@ def train_grpo(params: Params, root: Path, *, init_model: str | Path, checkpoint
                  out_dir, done["global_step"])
         if not (metrics_dir / REWARD_CURVE).exists() and _is_main_process():
             plot_reward_curve(metrics_dir)
-        return done
+        return read_summary(out_dir, metrics_dir)
 
     from videorft.model.loading import load_model_and_processor
     from videorft.rewards import make_reward_funcs
@@ -698,13 +740,16 @@ def train_grpo(params: Params, root: Path, *, init_model: str | Path, checkpoint
         model=model, args=args, processing_class=processor, reward_funcs=reward_funcs,
         train_dataset=to_hf_dataset(rows), video_loader=loader,
         shared_prompt=params.train.shared_prompt,
-        peft_config=lora_config(lora) if lora.enabled else None, callbacks=[callback],
+        peft_config=lora_config(lora) if lora.enabled else None,
+        callbacks=[callback, StableCheckpoints()],
     )
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-    summary = _summary(trainer.state, resume, resumed_step, params, time.monotonic() - started,
-                       callback.final_logs)
+    summary = _summary(trainer.state, params)
+    facts = _run_facts(resume, resumed_step, time.monotonic() - started, callback.final_logs)
     _save_final(trainer, out_dir, summary)
-    return summary
+    if trainer.accelerator.is_main_process:
+        atomic_write_json(metrics_dir / RUN_FILE, facts)
+    return {**summary, **facts}
 
 
 def _is_main_process() -> bool:

@@ -307,8 +307,18 @@ def warm_start(
         "after": after,
         "loss_history": losses,
     }
-    _install(model, processor, summary, out_dir)
+    # The model folder's copy leaves out the times: DVC hashes that folder, and the same inputs
+    # must give the same bytes. The caller still gets them.
+    _install(model, processor, _without_times(summary), out_dir)
     return summary
+
+
+def _without_times(summary: dict[str, Any]) -> dict[str, Any]:
+    untimed = {k: v for k, v in summary.items() if k != "train_seconds"}
+    for when in ("before", "after"):
+        if isinstance(untimed.get(when), dict):
+            untimed[when] = {k: v for k, v in untimed[when].items() if k != "seconds"}
+    return untimed
 
 
 def _install(model: Any, processor: Any, summary: dict[str, Any], out_dir: Path) -> None:

@@ -564,8 +564,9 @@ def test_stage_publishes_everywhere_and_no_secret_leaks(
     version = summary["version"]
     assert summary["published"] is True and summary["gate"]["passed"] is True
     assert [t["status"] for t in summary["targets"]] == ["published"] * 3
-    assert summary["targets"][0]["location"] == str(
-        tmp_path / "registry" / params.publish.name / version)
+    # Relative to the project, as written in params: no machine's absolute paths in reports.
+    assert summary["targets"][0]["location"] == f"registry/{params.publish.name}/{version}"
+    assert (tmp_path / summary["targets"][0]["location"] / "manifest.json").is_file()
     assert fake_hub.instances[-1].token == HF_SECRET  # the token was used ...
     reports = tmp_path / params.paths.reports
     assert json.loads((reports / "publish.json").read_text()) == summary

@@ -269,7 +269,8 @@ def publish(
             registry = Path(target.uri).expanduser()
             registry = registry if registry.is_absolute() else Path(root) / registry
             status = publish_local(package, registry, name, version)
-            location = str(registry / name / version)
+            # As the user wrote it (relative: to the project): no machine's paths in reports.
+            location = (Path(target.uri).expanduser() / name / version).as_posix()
         elif target.type == "s3":
             status = publish_s3(package, target.uri, name, version,
                                 endpoint_url=target.endpoint_url)

@@ -116,3 +116,14 @@ def test_paper_preset_pins_every_model_and_training_key(params_file: Path) -> No
     assert t.reward_weights == {} and not t.lora.enabled
     assert (t.num_generations, t.learning_rate, t.beta, t.temperature) == (8, 1e-6, 0.04, 1.0)
     assert (t.max_completion_length, t.num_iterations, t.num_train_epochs) == (1024, 1, 1.0)
+
+
+def test_a_no_op_apply_leaves_the_file_byte_for_byte(params_file: Path) -> None:
+    """The default preset applied to the default params (what a first `videorft run` and a
+    repeated `params apply` do) changes no value: the file keeps every byte, so DVC sees no
+    change in params.yaml."""
+    before = params_file.read_bytes()
+    update_params(params_file, preset="tiny-cpu")
+    update_params(params_file)
+    update_params(params_file, overrides=["extract_frames.fps=2.0"])
+    assert params_file.read_bytes() == before

@@ -668,11 +668,12 @@ def update_params(
 ) -> Params:
     """Apply a preset and/or `key=value` overrides to params.yaml in place (comments kept).
 
-    Nothing is written unless the result validates; an unchanged file is not rewritten, so DVC
-    and file watchers see no change.
+    Nothing is written unless the result validates; a file whose values do not change is not
+    rewritten (byte for byte the same), so DVC and file watchers see no change.
     """
     path = Path(path)
     doc = load_raw(path)
+    before = to_plain(doc)
     if preset is not None:
         presets = doc.get("presets") or {}
         if preset not in presets:
@@ -685,10 +686,13 @@ def update_params(
         key, value = parse_override(text)
         _set_in(doc, key, value)
     _validate(to_plain(doc), str(path))
+    if to_plain(doc) == before:
+        # Nothing changed in value: keep the file byte for byte (a preset's lists and maps
+        # would otherwise come back in another YAML layout, and DVC would see a change).
+        return load_params(path)
     buffer = io.StringIO()
     _yaml().dump(doc, buffer)
-    if buffer.getvalue() != path.read_text(encoding="utf-8"):
-        atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
     return load_params(path)
 
 

@@ -209,3 +209,30 @@ def test_a_status_taken_by_the_caller_is_not_taken_again(
     run = RunStatus(project, STAGES, upstream_map(project), changed)
     assert [run.up_to_date(s) for s in STAGES] == [True, False, True]
     assert calls == []
+
+
+def test_dvcs_git_hints_are_not_logged_but_kept(tmp_path: Path, monkeypatch) -> None:
+    """DVC ends every stage with the same `git add ...` and autostage advice: not shown (a run
+    printed it once per stage), still in the returned output."""
+    import io
+
+    from videorft.pipeline import dvc as dvc_module
+
+    output = ("Running stage 'download':\n> videorft stage download\n"
+              "Updating lock file 'dvc.lock'\n\nTo track the changes with git, run:\n\n"
+              "\tgit add dvc.lock data/.gitignore\n\nTo enable auto staging, run:\n\n"
+              "\tdvc config core.autostage true\n")
+
+    class FakeDVC:
+        def __init__(self, *args, **kwargs) -> None:
+            self.stdout = io.StringIO(output)
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(dvc_module.subprocess, "Popen", FakeDVC)
+    shown: list[str] = []
+    code, lines = dvc_module.dvc(["repro", "download"], tmp_path, log=shown.append)
+    assert code == 0 and len(lines) == len(output.splitlines())
+    assert shown == ["Running stage 'download':", "> videorft stage download",
+                     "Updating lock file 'dvc.lock'"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -102,6 +103,12 @@ def dvc(args: list[str], root: Path, *, log: Log | None = None,
         delay = min(delay * 2, 2.0)
 
 
+#: DVC's advice after every stage ("To track the changes with git, run: git add ...", and the
+#: autostage tip): the same lines for every stage of every run, so not shown (still returned).
+_GIT_HINT = re.compile(r"(To track the changes with git, run:|To enable auto staging, run:|"
+                       r"\s+git add |\s+dvc config core\.autostage)")
+
+
 def _dvc_once(args: list[str], root: Path, log: Log | None) -> tuple[int, list[str]]:
     lines: list[str] = []
     with FileLock(str(_lock_dir(root) / "videorft-dvc.lock")):
@@ -117,7 +124,7 @@ def _dvc_once(args: list[str], root: Path, log: Log | None) -> tuple[int, list[s
         for line in proc.stdout:
             line = line.rstrip("\n")
             lines.append(line)
-            if log is not None and line.strip():
+            if log is not None and line.strip() and not _GIT_HINT.match(line):
                 log(line)
         return proc.wait(), lines
 

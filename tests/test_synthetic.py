@@ -509,3 +509,24 @@ def test_parse_rejects_paths_escaping_the_folder_and_missing_annotations(tmp_pat
     write_jsonl(folder / "annotations.jsonl", rows)
     with pytest.raises(DataValidationError, match="escapes"):
         list(synthetic.parse(config, folder, tmp_path))
+
+
+def test_one_query_wording_keeps_every_scene_and_fixes_the_sentence(tmp_path: Path) -> None:
+    """`tg_query_wordings: 1`: every temporal-grounding query has the first wording; the
+    scenes (and every other sample) are those of the default, drawn from the same seed."""
+    counts = {"samples_per_task": {"temporal_grounding": 12, "grounded_qa": 0, "tracking": 0,
+                                   "mcq": 0}}
+    default, fixed = _config(**counts), _config(**counts, tg_query_wordings=1)
+    synthetic.generate(default, tmp_path / "default")
+    synthetic.generate(fixed, tmp_path / "fixed")
+    a = list(synthetic.parse(default, tmp_path / "default", tmp_path))
+    b = list(synthetic.parse(fixed, tmp_path / "fixed", tmp_path))
+    def wording(record: dict) -> str:
+        return " ".join("_" if word in (*COLOURS, *synthetic.SHAPES) else word
+                        for word in record["inputs"]["query"].split())
+
+    assert len({wording(r) for r in a}) > 1  # the default varies the sentence ...
+    assert {wording(r) for r in b} == {"the _ _ appears"}  # ... one wording here
+    assert [r["solution"] for r in a] == [r["solution"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert (tmp_path / ra["video"]).read_bytes() == (tmp_path / rb["video"]).read_bytes()

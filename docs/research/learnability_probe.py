@@ -24,8 +24,8 @@ variants, written into the synthetic source's options (``videorft.sources.synthe
 - ``size_scale``: shapes this many times larger (``shape_scale``);
 - ``tg_distractors: [lo, hi]``: at most ``hi`` distractors (``max_distractors``);
 - ``time_bar``: the generator's clock bar;
-- ``one_template``: one temporal-grounding query wording (the one variant applied by replacing
-  the generator's template list in this process).
+- ``one_template``: one temporal-grounding query wording (``tg_query_wordings: 1``; the same
+  scenes and sentences as the earlier in-process patch of the template list).
 
 Runs r1-r25 of the research log ran with an earlier version of this script that patched the
 generator instead; the scenes are the same kind, not the same bytes.
@@ -60,16 +60,13 @@ def gen_options(gen: dict[str, Any]) -> dict[str, Any]:
         options["max_distractors"] = gen["tg_distractors"][1]
     if gen.get("time_bar"):
         options["time_bar"] = True
+    if gen.get("one_template"):
+        options["tg_query_wordings"] = 1
     return options
 
 
 def with_gen(raw: dict[str, Any], gen: dict[str, Any]) -> dict[str, Any]:
-    """``raw`` params whose synthetic sources carry the ``gen`` variants; ``one_template``
-    patches the generator in this process."""
-    if gen.get("one_template"):
-        import videorft.sources.synthetic as syn
-
-        syn._TG_TEMPLATES = syn._TG_TEMPLATES[:1]
+    """``raw`` params whose synthetic sources carry the ``gen`` variants."""
     for source in raw["download"]["sources"]:
         if source["type"] == "synthetic":
             source["options"] = {**source.get("options", {}), **gen_options(gen)}

@@ -139,6 +139,11 @@ class SyntheticOptions(BaseModel):
         "task's own range (temporal grounding 1-3, tracking 0-2, grounded QA 1-2, "
         "direction questions 0-2)."
     )
+    tg_query_wordings: int | None = Field(
+        None, ge=1, description="Temporal-grounding queries use only the first N of the "
+        "generator's wordings (1: one fixed phrasing, so a small model learns the scene, not "
+        "the sentence); null: all."
+    )
     span_grid_s: float | None = Field(
         None, gt=0, description="Appearances (temporal grounding, grounded QA) start and end on "
         "multiples of this many seconds; null: on any frame."
@@ -546,7 +551,8 @@ def _temporal_grounding(sc: _Scene, index: int, position: int | None) -> _Sample
                zip(kinds[1:], colours[1:], sizes[1:], spots[1:], strict=True)]
     target = sc.static(kinds[0], colours[0], sizes[0], spots[0], sc.appearance())
     sprites.append(target)
-    template = int(sc.rng.integers(len(_TG_TEMPLATES)))
+    wordings = sc.options.tg_query_wordings or len(_TG_TEMPLATES)
+    template = int(sc.rng.integers(min(wordings, len(_TG_TEMPLATES))))
     a, b, start, end = target.span(sc.fps)
     return _Sample(
         f"temporal_grounding_{index:04d}", "temporal_grounding", sc.n, sc.background, sprites,

@@ -27,7 +27,7 @@ def test_params_show_presets_apply(tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["extract_frames"]["fps"] == 2.0
     presets = runner.invoke(app, ["params", "presets", "--root", root])
-    assert presets.stdout.split() == ["*", "tiny-cpu", "smoke", "videochat-r1"]
+    assert presets.stdout.split() == ["*", "tiny-cpu", "smoke", "miniature", "videochat-r1"]
     applied = runner.invoke(
         app,
         ["params", "apply", "videochat-r1", "--set", "extract_frames.workers=4", "--root", root],

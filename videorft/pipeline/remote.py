@@ -4,9 +4,9 @@ The remote comes from ``params.orchestration.remote`` and is written to ``.dvc/c
 (git-ignored, per checkout) as the default remote ``videorft``: only its url and endpoint.
 Credentials never reach a config file: DVC's S3 client reads them from the AWS environment.
 
-DVC moves only *cached* outputs through a remote. An output marked ``cache: false`` in dvc.yaml
-(the small JSON reports) travels through git or not at all, so a pull can leave its stage
-changed; ``repro_stage`` then runs the stage (see ``pull_stage``).
+DVC moves only *cached* outputs through a remote; every output in dvc.yaml is cached, reports
+included. Should a stage still be changed after a pull (an output DVC could not bring back),
+``repro_stage`` runs it (see ``pull_stage``).
 """
 
 from __future__ import annotations

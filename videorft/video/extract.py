@@ -895,10 +895,6 @@ class FrameStore:
             self._manifest = read_json(path)
         return self._manifest
 
-    @property
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(**self.manifest["sampling"])
-
     def keys(self) -> list[str]:
         return sorted(self.manifest["items"])
 

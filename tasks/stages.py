@@ -3,6 +3,7 @@ dependency tracking in dvc.yaml; Prefect adds retries, logs, run history and art
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -21,19 +22,28 @@ from videorft.params import OrchestrationParams, load_params
 from videorft.pipeline import handoff
 from videorft.pipeline.dvc import repro_stage, stage_status
 
+#: One line per stage for the terminal (`videorft run` shows it; Prefect's and DVC's own logs go
+#: to reports/run.log unless --verbose).
+progress = logging.getLogger("videorft.progress")
+
 
 def _run(stage: str, root: str, force: bool, up_to_date: bool = False) -> dict[str, Any]:
     """`up_to_date`: the flow already knows from DVC that the stage is unchanged (RunStatus)."""
     logger = get_run_logger()
+    if not up_to_date:
+        progress.info("%-15s running ...", stage)
     outcome = repro_stage(
         Path(root), stage, force=force, log=logger.info, known_up_to_date=up_to_date
     )
     if outcome.ran:
         logger.info("%s ran in %.1f s (%s)", stage, outcome.seconds, "; ".join(outcome.reasons))
+        progress.info("%-15s ran in %.1f s", stage, outcome.seconds)
     elif outcome.pulled:
         logger.info("%s: %s, not recomputed", stage, "; ".join(outcome.reasons))
+        progress.info("%-15s pulled from the remote", stage)
     else:
         logger.info("%s is up to date: skipped", stage)
+        progress.info("%-15s up to date, skipped", stage)
     return outcome.to_dict()
 
 

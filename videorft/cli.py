@@ -106,6 +106,10 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the stage outcomes as JSON instead of a table.")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show Prefect's and DVC's logs here (they "
+                           "always go to reports/run.log).")
+    ] = False,
     root: RootOption = Path("."),
 ) -> None:
     """Run the pipeline as a Prefect flow; each stage runs through DVC only if it changed.
@@ -118,6 +122,9 @@ def run(
     # The temporary server (no PREFECT_API_URL) can need more than Prefect's default 20 s to
     # start on a busy 2-core laptop; waiting longer beats failing the run.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    if not verbose:  # Prefect's console handler: warnings and errors only (read at import)
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    run_log: Path | None = None
     try:
         from videorft.params import update_params
         from videorft.pipeline.dvc import nothing_to_do, pipeline_status, run_lock
@@ -140,6 +147,9 @@ def run(
             else:
                 from flows.pipeline import pipeline  # Prefect: imported only when needed
 
+                # After that import: it sets up Prefect's logging, which replaces root handlers.
+                run_log = _log_run_to(project / params.paths.reports / RUN_LOG)
+
                 outcomes = pipeline(root=str(project), force=force, from_stage=from_stage,
                                     to_stage=to_stage, known_status=status)
     except (VideoRFTError, KeyError) as exc:
@@ -161,6 +171,28 @@ def run(
         )
     stdout.print(table)
     _print_results(project, params)
+    if run_log is not None:
+        print(f"log:       {run_log}  (Prefect and DVC, in full)")
+
+
+RUN_LOG = "run.log"
+
+
+def _log_run_to(path: Path) -> Path:
+    """Everything Prefect, DVC and the stages log goes to ``path`` (rewritten per run); the
+    terminal gets one line per stage (``videorft.progress``) and, from the rest, warnings."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path, mode="w", encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_file.setLevel(logging.INFO)
+    logging.getLogger().addHandler(to_file)
+    logging.getLogger("videorft").setLevel(logging.INFO)
+    to_terminal = logging.StreamHandler(sys.stderr)
+    to_terminal.setFormatter(logging.Formatter("%(message)s"))
+    progress = logging.getLogger("videorft.progress")
+    progress.propagate = False  # not twice on the terminal under --verbose
+    progress.handlers = [to_terminal, to_file]
+    return path
 
 
 def _print_results(project: Path, params: Params) -> None:

@@ -4,6 +4,7 @@ dependency tracking in dvc.yaml; Prefect adds retries, logs, run history and art
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,46 @@ from videorft.pipeline.dvc import repro_stage, stage_status
 progress = logging.getLogger("videorft.progress")
 
 
+class StageProgress:
+    """Reads a stage's output as DVC streams it and reports its progress bars (tqdm's "n/total
+    [") on the progress line at every quarter: the long stages show they are moving without
+    printing every refresh."""
+
+    BAR = re.compile(r"(?:^|\s)(\d+)/(\d+) \[")
+
+    def __init__(self, stage: str, every: float = 0.25) -> None:
+        self.stage, self.every = stage, every
+        self.total: int | None = None
+        self.reported = 0.0
+
+    def __call__(self, line: str) -> None:
+        match = self.BAR.search(line)
+        if not match:
+            return
+        done, total = int(match.group(1)), int(match.group(2))
+        if total <= 0:
+            return
+        if total != self.total:  # a new bar
+            self.total, self.reported = total, 0.0
+        share = done / total
+        if share >= self.reported + self.every and share < 1.0:
+            self.reported = share - share % self.every
+            progress.info("%-15s %3.0f%% (%d/%d)", self.stage, 100 * self.reported, done, total)
+
+
 def _run(stage: str, root: str, force: bool, up_to_date: bool = False) -> dict[str, Any]:
     """`up_to_date`: the flow already knows from DVC that the stage is unchanged (RunStatus)."""
     logger = get_run_logger()
     if not up_to_date:
         progress.info("%-15s running ...", stage)
+    bars = StageProgress(stage)
+
+    def log(line: str) -> None:
+        logger.info(line)
+        bars(line)
+
     outcome = repro_stage(
-        Path(root), stage, force=force, log=logger.info, known_up_to_date=up_to_date
+        Path(root), stage, force=force, log=log, known_up_to_date=up_to_date
     )
     if outcome.ran:
         logger.info("%s ran in %.1f s (%s)", stage, outcome.seconds, "; ".join(outcome.reasons))

@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Imported here, not in the test: importing Prefect sets up its logging, replacing the root
+# handlers, pytest's capture included.
+from tasks.stages import StageProgress
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
@@ -65,3 +69,16 @@ def test_only_transient_failures_are_retried(tmp_path: Path) -> None:
     assert "publish bad input raised StageError calls 1" in lines, output
     assert "download network raised StageError calls 4" in lines, output  # 1 + 3 retries
     assert "download bad input raised StageError calls 1" in lines, output  # fails at once
+
+
+def test_long_stages_report_their_progress_bars_by_quarters(caplog) -> None:
+    """tqdm refreshes as DVC streams them (every refresh is a line): the progress line gets
+    25/50/75%, once each, per bar."""
+    bars = StageProgress("train")
+    with caplog.at_level("INFO", logger="videorft.progress"):
+        for step in range(0, 2401, 50):
+            bars(f"{100 * step // 2400:3d}%|####   | {step}/2400 [00:01<00:05,  8.6it/s]")
+        bars("extract_frames:  60%|######| 760/1264 [00:03<00:02, 211.9video/s]")
+        bars("{'loss': '0.3', 'epoch': '1/2'}")  # no bar
+    assert [r.getMessage().split(None, 1)[1] for r in caplog.records] == [
+        "25% (600/2400)", "50% (1200/2400)", "75% (1800/2400)", "50% (760/1264)"]

@@ -37,8 +37,7 @@ class StageProgress:
 
     def __init__(self, stage: str, every: float = 0.25) -> None:
         self.stage, self.every = stage, every
-        self.total: int | None = None
-        self.reported = 0.0
+        self.reported: dict[int, float] = {}  # per bar (known by its total): bars interleave
 
     def __call__(self, line: str) -> None:
         match = self.BAR.search(line)
@@ -47,12 +46,11 @@ class StageProgress:
         done, total = int(match.group(1)), int(match.group(2))
         if total <= 0:
             return
-        if total != self.total:  # a new bar
-            self.total, self.reported = total, 0.0
-        share = done / total
-        if share >= self.reported + self.every and share < 1.0:
-            self.reported = share - share % self.every
-            progress.info("%-15s %3.0f%% (%d/%d)", self.stage, 100 * self.reported, done, total)
+        share, reported = done / total, self.reported.get(total, 0.0)
+        if share >= reported + self.every and share < 1.0:
+            self.reported[total] = share - share % self.every
+            progress.info("%-15s %3.0f%% (%d/%d)", self.stage, 100 * self.reported[total], done,
+                          total)
 
 
 def _run(stage: str, root: str, force: bool, up_to_date: bool = False) -> dict[str, Any]:

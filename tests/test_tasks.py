@@ -78,6 +78,7 @@ def test_long_stages_report_their_progress_bars_by_quarters(caplog) -> None:
     with caplog.at_level("INFO", logger="videorft.progress"):
         for step in range(0, 2401, 50):
             bars(f"{100 * step // 2400:3d}%|####   | {step}/2400 [00:01<00:05,  8.6it/s]")
+            bars("Saving: 100%|#####| 1/1 [00:00<00:00, 9.1it/s]")  # another bar, interleaved
         bars("extract_frames:  60%|######| 760/1264 [00:03<00:02, 211.9video/s]")
         bars("{'loss': '0.3', 'epoch': '1/2'}")  # no bar
     assert [r.getMessage().split(None, 1)[1] for r in caplog.records] == [

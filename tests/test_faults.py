@@ -404,7 +404,9 @@ def test_kill_during_training_resumes_to_the_same_model(
 
     outcomes = _videorft(proj, tmp_path, ref.api, "run")
     ran = _ran(outcomes)
-    assert [s for s, r in ran.items() if r] == ["train", "evaluate", "publish"], outcomes
+    # The resumed run ends with the reference's model, byte for byte (no run facts in it), so
+    # DVC finds evaluate's and publish's inputs unchanged: only train reruns.
+    assert [s for s, r in ran.items() if r] == ["train"], outcomes
     summary = next(o for o in outcomes if o["stage"] == "train")["summary"]
     assert summary["checkpoints"] == "resume" and summary["resumed_from_step"] in (1, 2), summary
 
@@ -421,8 +423,7 @@ def test_kill_during_training_resumes_to_the_same_model(
     assert sorted(ours_ckpt) == sorted(ref_ckpt)
     for name in ("model.safetensors", "optimizer.pt"):
         assert ours_ckpt[f"checkpoint-3/{name}"] == ref_ckpt[f"checkpoint-3/{name}"], name
-    assert _tree_hashes(proj / "models/trained")["model.safetensors"] == _tree_hashes(
-        ref.proj / "models/trained")["model.safetensors"]
+    assert _tree_hashes(proj / "models/trained") == _tree_hashes(ref.proj / "models/trained")
     assert _read(proj / "reports/eval/metrics.json") == _read(
         ref.proj / "reports/eval/metrics.json")
 

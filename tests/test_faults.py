@@ -48,6 +48,7 @@ from tests.conftest import TEST_PRESET
 from tests.servers import S3_ENV
 from tests.test_pipeline_e2e import ROOT, SMALL, _env
 from videorft.params import update_params
+from videorft.pipeline.lockfile import locked_stages, read_lock, write_lock
 from videorft.publish.package import same_package
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -197,8 +198,6 @@ def _copy_project(src: Path, dest: Path, *, unlock: list[str], drop: list[str]) 
     """A copy of ``src`` as if the stages ``unlock`` had never completed there: their outputs
     ``drop`` gone, no dvc.lock entry and no DVC run cache (with either, DVC would check the
     old outputs out of its cache instead of running the stage)."""
-    from ruamel.yaml import YAML
-
     shutil.copytree(src, dest, symlinks=True)
     for rel in [*drop, ".dvc/cache/runs"]:
         path = dest / rel
@@ -206,11 +205,10 @@ def _copy_project(src: Path, dest: Path, *, unlock: list[str], drop: list[str]) 
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    yaml = YAML()
-    lock = yaml.load(dest / "dvc.lock")
+    lock = read_lock(dest, roundtrip=True)
     for stage in unlock:
         del lock["stages"][stage]
-    yaml.dump(lock, dest / "dvc.lock")
+    write_lock(dest, lock)
     return dest
 
 
@@ -375,8 +373,8 @@ def test_kill_during_extraction_then_rerun_matches(ref: Reference, tmp_path: Pat
                "a frame-store item")
     done = len(list(items.glob("*.json")))
     assert 0 < done < total and not manifest.exists(), (done, total)
-    assert "download" in _read_lock(proj), "download finished before the kill: it is locked"
-    assert "extract_frames" not in _read_lock(proj), "the killed stage must not be locked"
+    assert "download" in locked_stages(proj), "download finished before the kill: it is locked"
+    assert "extract_frames" not in locked_stages(proj), "the killed stage must not be locked"
 
     outcomes = _videorft(proj, tmp_path, ref.api, "run", "--to", "build_dataset")
     assert _ran(outcomes) == {"download": False, "extract_frames": True, "build_dataset": True}
@@ -385,7 +383,7 @@ def test_kill_during_extraction_then_rerun_matches(ref: Reference, tmp_path: Pat
     assert extracted["reused"] >= done and extracted["extracted"] == total - extracted["reused"]
     assert _data_outputs(proj) == _data_outputs(ref.proj)
     for stage in DATA_STAGES:  # the same data: the same DVC hashes as the reference's
-        assert _read_lock(proj)[stage]["outs"] == _read_lock(ref.proj)[stage]["outs"], stage
+        assert locked_stages(proj)[stage]["outs"] == locked_stages(ref.proj)[stage]["outs"], stage
 
 
 def test_kill_during_training_resumes_to_the_same_model(
@@ -503,14 +501,6 @@ def test_two_runs_at_once_one_refused_state_intact(ref: Reference, tmp_path: Pat
 
 
 # --------------------------------------------------------------------------- comparisons
-
-
-def _read_lock(proj: Path) -> dict[str, Any]:
-    from ruamel.yaml import YAML
-
-    lock = proj / "dvc.lock"
-    return (YAML(typ="safe").load(lock.read_text()) or {}).get("stages", {}) if lock.exists() \
-        else {}
 
 
 def _untimed(tree: Any) -> Any:

@@ -20,6 +20,7 @@ from videorft.errors import ConfigError, StageError
 from videorft.params import RemoteParams, update_params
 from videorft.pipeline import remote as remote_mod
 from videorft.pipeline.dvc import repro_stage
+from videorft.pipeline.lockfile import locked_stages
 from videorft.pipeline.remote import configure_remote, pullable, remote_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,8 +103,8 @@ def _remote_keys(s3_server, prefix: str) -> set[str]:
 
 
 def _locked_outs(proj: Path) -> dict[str, str]:
-    lock = YAML(typ="safe").load((proj / "dvc.lock").read_text())
-    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage["outs"]}
+    return {out["path"]: out["md5"] for stage in locked_stages(proj).values()
+            for out in stage["outs"]}
 
 
 @pytest.mark.e2e

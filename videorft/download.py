@@ -52,6 +52,8 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", "
 HTTP_RETRIES = 4
 RETRY_BACKOFF_S = 0.5
 _CHUNK = 1 << 20
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,6 @@ class ArchiveLimits:
                 f"{label}: archive {archive.name} would unpack to {unpacked / packed:,.0f} times "
                 f"its size ({unpacked:,} from {packed:,} bytes), more than "
                 f"download.max_compression_ratio ({self.max_ratio:g}): a zip bomb?")
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 # --------------------------------------------------------------------------------------------

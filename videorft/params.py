@@ -685,8 +685,9 @@ def update_params(
     for text in overrides:
         key, value = parse_override(text)
         _set_in(doc, key, value)
-    _validate(to_plain(doc), str(path))
-    if to_plain(doc) == before:
+    after = to_plain(doc)
+    _validate(after, str(path))
+    if after == before:
         # Nothing changed in value: keep the file byte for byte (a preset's lists and maps
         # would otherwise come back in another YAML layout, and DVC would see a change).
         return load_params(path)

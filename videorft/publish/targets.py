@@ -266,11 +266,11 @@ def publish(
     results = []
     for target in targets:
         if target.type == "local":
-            registry = Path(target.uri).expanduser()
-            registry = registry if registry.is_absolute() else Path(root) / registry
+            written = Path(target.uri).expanduser()
+            registry = written if written.is_absolute() else Path(root) / written
             status = publish_local(package, registry, name, version)
             # As the user wrote it (relative: to the project): no machine's paths in reports.
-            location = (Path(target.uri).expanduser() / name / version).as_posix()
+            location = (written / name / version).as_posix()
         elif target.type == "s3":
             status = publish_s3(package, target.uri, name, version,
                                 endpoint_url=target.endpoint_url)

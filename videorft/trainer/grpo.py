@@ -609,11 +609,15 @@ def _run_facts(resumed_from: Path | None, resumed_step: int | None, runtime_s: f
     }
 
 
+def _recorded_facts(metrics_dir: Path) -> dict[str, Any]:
+    """The last run's facts (``run.json``), or none if it was not recorded."""
+    facts = Path(metrics_dir) / RUN_FILE
+    return read_json(facts) if facts.is_file() else {}
+
+
 def read_summary(out_dir: Path, metrics_dir: Path) -> dict[str, Any]:
     """The finished run's summary with its run facts (those of the last run, if recorded)."""
-    summary = read_json(Path(out_dir) / SUMMARY_FILE)
-    facts = Path(metrics_dir) / RUN_FILE
-    return {**summary, **(read_json(facts) if facts.is_file() else {})}
+    return {**read_json(Path(out_dir) / SUMMARY_FILE), **_recorded_facts(metrics_dir)}
 
 
 def finished_summary(params: Params, checkpoints_dir: Path, out_dir: Path) -> dict[str, Any] | None:
@@ -692,7 +696,7 @@ def train_grpo(params: Params, root: Path, *, init_model: str | Path, checkpoint
                  out_dir, done["global_step"])
         if not (metrics_dir / REWARD_CURVE).exists() and _is_main_process():
             plot_reward_curve(metrics_dir)
-        return read_summary(out_dir, metrics_dir)
+        return {**done, **_recorded_facts(metrics_dir)}
 
     from videorft.model.loading import load_model_and_processor
     from videorft.rewards import make_reward_funcs

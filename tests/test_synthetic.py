@@ -512,11 +512,11 @@ def test_parse_rejects_paths_escaping_the_folder_and_missing_annotations(tmp_pat
 
 
 def test_one_query_wording_keeps_every_scene_and_fixes_the_sentence(tmp_path: Path) -> None:
-    """`tg_query_wordings: 1`: every temporal-grounding query has the first wording; the
+    """`wordings: 1`: every temporal-grounding query has the first wording; the
     scenes (and every other sample) are those of the default, drawn from the same seed."""
     counts = {"samples_per_task": {"temporal_grounding": 12, "grounded_qa": 0, "tracking": 0,
                                    "mcq": 0}}
-    default, fixed = _config(**counts), _config(**counts, tg_query_wordings=1)
+    default, fixed = _config(**counts), _config(**counts, wordings=1)
     synthetic.generate(default, tmp_path / "default")
     synthetic.generate(fixed, tmp_path / "fixed")
     a = list(synthetic.parse(default, tmp_path / "default", tmp_path))
@@ -530,3 +530,42 @@ def test_one_query_wording_keeps_every_scene_and_fixes_the_sentence(tmp_path: Pa
     assert [r["solution"] for r in a] == [r["solution"] for r in b]
     for ra, rb in zip(a, b, strict=True):
         assert (tmp_path / ra["video"]).read_bytes() == (tmp_path / rb["video"]).read_bytes()
+
+
+def test_canonical_options_fix_the_order_and_balance_the_answers(tmp_path: Path) -> None:
+    """`canonical_options`: every question lists the same options in the same order, the
+    letter always names the same answer (the one the video shows), letters stay balanced."""
+    config = _config(samples_per_task={"temporal_grounding": 0, "tracking": 0,
+                                       "grounded_qa": 8, "mcq": 16},
+                     gqa_questions=["shape"], canonical_options=True)
+    synthetic.generate(config, tmp_path / "synth")
+    records = list(synthetic.parse(config, tmp_path / "synth", tmp_path))
+    shown = {"shape": lambda m: m["shape"], "direction": lambda m: m["direction"],
+             "count": lambda m: str(m["count"])}
+    canonical = {"shape": list(SHAPES), "direction": list(synthetic.DIRECTIONS),
+                 "count": ["1", "2", "3", "4"]}
+    for record in records:
+        qtype = record["meta"]["question_type"]
+        options = record["inputs"]["options"]
+        assert options == canonical[qtype], record["id"]
+        answer = options[OPTION_LETTERS.index(record["solution"]["answer"])]
+        assert answer == shown[qtype](record["meta"]), record["id"]
+    letters = Counter((r["task"], r["solution"]["answer"]) for r in records)
+    assert letters == {**{("grounded_qa", x): 2 for x in "ABCD"},
+                       **{("mcq", x): 4 for x in "ABCD"}}
+    assert Counter(r["meta"]["question_type"] for r in records) == {
+        "shape": 8, "direction": 8, "count": 8}
+    gqa = [r for r in records if r["task"] == "grounded_qa"]
+    assert all(name.split()[-1] != r["meta"]["shape"]  # the answer names one shape on screen
+               for r in gqa for name in r["meta"]["distractors"])
+
+
+def test_question_types_are_chosen_and_colour_refuses_canonical_options(tmp_path: Path) -> None:
+    config = _config(samples_per_task={"temporal_grounding": 0, "tracking": 0,
+                                       "grounded_qa": 4, "mcq": 4},
+                     gqa_questions=["colour"], mcq_questions=["count"])
+    synthetic.generate(config, tmp_path / "synth")
+    records = list(synthetic.parse(config, tmp_path / "synth", tmp_path))
+    assert Counter(r["meta"]["question_type"] for r in records) == {"colour": 4, "count": 4}
+    with pytest.raises(ConfigError, match="colour questions cannot use it"):
+        synthetic.load_options(_config(canonical_options=True))

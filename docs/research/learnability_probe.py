@@ -24,7 +24,7 @@ variants, written into the synthetic source's options (``videorft.sources.synthe
 - ``size_scale``: shapes this many times larger (``shape_scale``);
 - ``tg_distractors: [lo, hi]``: at most ``hi`` distractors (``max_distractors``);
 - ``time_bar``: the generator's clock bar;
-- ``one_template``: one temporal-grounding query wording (``tg_query_wordings: 1``; the same
+- ``one_template``: one temporal-grounding query wording (``wordings: 1``; the same
   scenes and sentences as the earlier in-process patch of the template list).
 
 Runs r1-r25 of the research log ran with an earlier version of this script that patched the
@@ -61,7 +61,7 @@ def gen_options(gen: dict[str, Any]) -> dict[str, Any]:
     if gen.get("time_bar"):
         options["time_bar"] = True
     if gen.get("one_template"):
-        options["tg_query_wordings"] = 1
+        options["wordings"] = 1
     return options
 
 

@@ -81,6 +81,10 @@ N_OPTIONS = 4
 
 Task = Literal["temporal_grounding", "tracking", "grounded_qa", "mcq"]
 HeldOut = Literal["val", "test"]
+GqaQuestion = Literal["shape", "colour"]
+McqQuestion = Literal["direction", "count"]
+GQA_QUESTIONS: tuple[GqaQuestion, ...] = ("shape", "colour")
+MCQ_QUESTIONS: tuple[McqQuestion, ...] = ("direction", "count")
 
 # Saturated colours far apart in RGB (pairwise distance >= 140) and from the grey backgrounds,
 # so they survive yuv420p compression and can be segmented by colour in tests.
@@ -139,10 +143,28 @@ class SyntheticOptions(BaseModel):
         "task's own range (temporal grounding 1-3, tracking 0-2, grounded QA 1-2, "
         "direction questions 0-2)."
     )
-    tg_query_wordings: int | None = Field(
-        None, ge=1, description="Temporal-grounding queries use only the first N of the "
-        "generator's wordings (1: one fixed phrasing, so a small model learns the scene, not "
-        "the sentence); null: all."
+    wordings: int | None = Field(
+        None, ge=1, description="Temporal-grounding queries and grounded-QA questions use only "
+        "the first N of the generator's wordings (1: one fixed phrasing, so a small model "
+        "learns the scene, not the sentence); null: all."
+    )
+    gqa_questions: list[GqaQuestion] = Field(
+        default_factory=lambda: list(GQA_QUESTIONS), min_length=1,
+        description="Grounded-QA question types, taken in turn by sample index: `shape` "
+        "(which shape appears and disappears) and `colour` (what colour that shape is).",
+    )
+    mcq_questions: list[McqQuestion] = Field(
+        default_factory=lambda: list(MCQ_QUESTIONS), min_length=1,
+        description="Multiple-choice question types, taken in turn by sample index: "
+        "`direction` (where the shape moves) and `count` (how many shapes there are).",
+    )
+    canonical_options: bool = Field(
+        False,
+        description="List every question's options in one fixed order (the four shapes, the "
+        "four directions, the counts 1-4) and pick the answer to match its balanced letter, so "
+        "a letter always names the same answer: a small model then learns the scene instead "
+        "of reading the options. Colour questions keep shuffled options and are refused "
+        "with it.",
     )
     span_grid_s: float | None = Field(
         None, gt=0, description="Appearances (temporal grounding, grounded QA) start and end on "
@@ -196,6 +218,10 @@ class SyntheticOptions(BaseModel):
             raise ValueError(f"an appearance of min_span_s ({self.min_span_s}) with "
                              f"span_margin_s ({self.span_margin_s}) on both sides does not fit "
                              f"in min_duration_s ({self.min_duration_s})")
+        if self.canonical_options and "colour" in self.gqa_questions:
+            raise ValueError("canonical_options lists the four shapes, directions or counts; "
+                             "colour questions cannot use it (drop `colour` from "
+                             "gqa_questions)")
         if not any(self.count(task) for task in self.tasks):
             raise ValueError("no samples to generate: every selected task has a count of 0")
         if any(n < 0 for n in self.held_out.values()):
@@ -525,6 +551,11 @@ class _Scene:
         return visible
 
 
+def _wordings(options: SyntheticOptions, templates: Sequence[str]) -> int:
+    """How many of ``templates`` a sample may draw from (``options.wordings`` caps it)."""
+    return min(options.wordings or len(templates), len(templates))
+
+
 def _arrange(correct: str, wrong: list[str], position: int,
              rng: np.random.Generator) -> tuple[list[str], str]:
     """Options with the correct one at ``position`` (the others shuffled) and its letter."""
@@ -551,8 +582,7 @@ def _temporal_grounding(sc: _Scene, index: int, position: int | None) -> _Sample
                zip(kinds[1:], colours[1:], sizes[1:], spots[1:], strict=True)]
     target = sc.static(kinds[0], colours[0], sizes[0], spots[0], sc.appearance())
     sprites.append(target)
-    wordings = sc.options.tg_query_wordings or len(_TG_TEMPLATES)
-    template = int(sc.rng.integers(min(wordings, len(_TG_TEMPLATES))))
+    template = int(sc.rng.integers(_wordings(sc.options, _TG_TEMPLATES)))
     a, b, start, end = target.span(sc.fps)
     return _Sample(
         f"temporal_grounding_{index:04d}", "temporal_grounding", sc.n, sc.background, sprites,
@@ -618,16 +648,28 @@ def _grounded_qa(sc: _Scene, index: int, position: int | None) -> _Sample:
     kinds = sc.kinds(n_distractors + 1, distinct=True)  # the target's kind names it uniquely
     sizes = [sc.size() for _ in colours]
     spots = sc.place(sizes)
+    questions = sc.options.gqa_questions
+    qtype = questions[index % len(questions)]
+    canonical = sc.options.canonical_options
+    if canonical:  # the answer is the shape whose letter is due; kinds stay distinct
+        wanted = SHAPES[position]
+        if wanted in kinds:
+            swap = kinds.index(wanted)
+            kinds[0], kinds[swap] = kinds[swap], kinds[0]
+        else:
+            kinds[0] = wanted
     sprites = [sc.static(k, c, s, xy) for k, c, s, xy in
                zip(kinds[1:], colours[1:], sizes[1:], spots[1:], strict=True)]
     target = sc.static(kinds[0], colours[0], sizes[0], spots[0], sc.appearance())
     sprites.append(target)
-    qtype = "shape" if index % 2 == 0 else "colour"
-    template = int(sc.rng.integers(2))
+    template = int(sc.rng.integers(_wordings(sc.options, _GQA_SHAPE_TEMPLATES)))
     if qtype == "shape":
         question = _GQA_SHAPE_TEMPLATES[template]
-        wrong = [k for k in SHAPES if k != target.kind]
-        options, answer = _arrange(target.kind, wrong, position, sc.rng)
+        if canonical:
+            options, answer = list(SHAPES), OPTION_LETTERS[position]
+        else:
+            wrong = [k for k in SHAPES if k != target.kind]
+            options, answer = _arrange(target.kind, wrong, position, sc.rng)
     else:
         question = _GQA_COLOUR_TEMPLATES[template].format(s=target.kind)
         # The colours on screen are the hard negatives; fill up with random others.
@@ -665,9 +707,12 @@ def _direction_path(sc: _Scene, size: int, direction: str) -> tuple[np.ndarray, 
 
 def _mcq(sc: _Scene, index: int, position: int | None) -> _Sample:
     assert position is not None
-    qtype = "direction" if index % 2 == 0 else "count"
+    questions, canonical = sc.options.mcq_questions, sc.options.canonical_options
+    qtype = questions[index % len(questions)]
     if qtype == "direction":
         direction = DIRECTIONS[int(sc.rng.integers(len(DIRECTIONS)))]
+        if canonical:
+            direction = DIRECTIONS[position]
         n_distractors = sc.distractors(0, 2)
         colours = sc.colours(n_distractors + 1)
         kinds = sc.kinds(n_distractors + 1)
@@ -684,12 +729,16 @@ def _mcq(sc: _Scene, index: int, position: int | None) -> _Sample:
         target = _Sprite(kinds[0], colours[0], tsize, xs, ys, np.ones(sc.n, dtype=bool))
         sprites.append(target)
         question = f"In which direction does the {target.name} move?"
-        options, answer = _arrange(direction, [d for d in DIRECTIONS if d != direction],
-                                   position, sc.rng)
+        if canonical:
+            options, answer = list(DIRECTIONS), OPTION_LETTERS[position]
+        else:
+            options, answer = _arrange(direction, [d for d in DIRECTIONS if d != direction],
+                                       position, sc.rng)
         meta = {"question_type": qtype, "direction": direction, "shape": target.kind,
                 "colour": target.colour, "distractors": [s.name for s in sprites[:-1]]}
     else:
-        first = int(sc.rng.integers(1, 4))  # options: four consecutive counts from `first`
+        # Options: four consecutive counts from `first` (canonical: always 1-4).
+        first = 1 if canonical else int(sc.rng.integers(1, 4))
         count = first + position
         colours = sc.colours(count)
         kinds = sc.kinds(count)

@@ -1,5 +1,4 @@
-"""The videorft pipeline flow: download -> extract_frames -> build_dataset -> base_model ->
-warm_start -> train -> evaluate -> publish.
+"""The videorft pipeline flow: dvc.yaml's stages in order, each one a Prefect task.
 
 Each task asks DVC whether its stage changed and runs it only then, so re-running the flow
 after a failure picks up at the failed stage (training resumes from its last checkpoint).
@@ -12,18 +11,8 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.stages import (
-    base_model,
-    build_dataset,
-    download,
-    evaluate,
-    extract_frames,
-    publish,
-    report_run,
-    train,
-    warm_start,
-)
-from videorft.pipeline.dvc import RunStatus
+from tasks.stages import report_run, stage_task
+from videorft.pipeline.status import RunStatus
 from videorft.stages import stages_to_force, stages_to_run, upstream_map
 
 
@@ -39,17 +28,12 @@ def pipeline(
     root = str(Path(root).resolve())
     forced = stages_to_force(Path(root), force=force, from_stage=from_stage)
     selected = stages_to_run(Path(root), to_stage)
-    tasks = {
-        "download": download, "extract_frames": extract_frames, "build_dataset": build_dataset,
-        "base_model": base_model, "warm_start": warm_start, "train": train,
-        "evaluate": evaluate, "publish": publish,
-    }
     # One `dvc status` for the whole DAG up front: unchanged stages skip without asking again.
     status = RunStatus(Path(root), selected, upstream_map(Path(root)), known_status)
     outcomes = []
     # One stage after the other, in DAG order: each reads what the previous ones wrote.
     for name in selected:
-        outcome = tasks[name](root, force=name in forced, up_to_date=status.up_to_date(name))
+        outcome = stage_task(name)(root, force=name in forced, up_to_date=status.up_to_date(name))
         status.record(outcome)
         outcomes.append(outcome)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
@@ -21,7 +21,8 @@ from videorft.errors import StageError
 from videorft.io import read_json
 from videorft.params import OrchestrationParams, load_params
 from videorft.pipeline import handoff
-from videorft.pipeline.dvc import repro_stage, stage_status
+from videorft.pipeline.runner import repro_stage
+from videorft.pipeline.status import stage_status
 
 #: One line per stage for the terminal (`videorft run` shows it; Prefect's and DVC's own logs go
 #: to reports/run.log unless --verbose).
@@ -305,3 +306,11 @@ def report_run(outcomes: list[dict[str, Any]]) -> None:
         markdown="| stage | result | why | seconds |\n|---|---|---|---|\n" + rows,
         description="videorft pipeline run",
     )
+
+
+def stage_task(name: str) -> Any:
+    """The Prefect task of dvc.yaml's stage ``name``: the task of that name in this module."""
+    found = globals().get(name)
+    if not isinstance(found, Task):
+        raise KeyError(f"no Prefect task for stage {name!r} in tasks/stages.py")
+    return found

@@ -25,19 +25,23 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def record_dvc_calls(monkeypatch: pytest.MonkeyPatch, module) -> list[list[str]]:
-    """The DVC commands ``module`` runs through its ``dvc`` from now on (still the real DVC
-    CLI): each call's arguments, in order."""
+def record_dvc_calls(monkeypatch: pytest.MonkeyPatch, *modules) -> list[list[str]]:
+    """The DVC commands ``modules`` run through their ``dvc`` from now on (still the real DVC
+    CLI): each call's arguments, in order, in one list."""
     calls: list[list[str]] = []
-    real = module.dvc
+    for module in modules:
+        real = module.dvc
 
-    def recording(args: list[str], root: Path, **kwargs):
-        calls.append(args)
-        return real(args, root, **kwargs)
+        def recording(args: list[str], root: Path, real=real, **kwargs):
+            calls.append(args)
+            return real(args, root, **kwargs)
 
-    monkeypatch.setattr(module, "dvc", recording)
+        monkeypatch.setattr(module, "dvc", recording)
     return calls
 
+
+#: The stages that prepare data (no model involved), the first three of dvc.yaml.
+DATA_STAGES: tuple[str, ...] = ("download", "extract_frames", "build_dataset")
 
 #: The preset every test project starts from: the default's stages at a size that runs in
 #: seconds (the default itself is the full-size demo of `make run`).

@@ -135,7 +135,7 @@ def test_a_stage_exits_75_only_when_a_retry_may_help(tmp_path: Path, monkeypatch
 
     from videorft import download
     from videorft.errors import EXIT_TRANSIENT
-    from videorft.pipeline import dvc as dvc_module
+    from videorft.pipeline import runner as stage_runner
 
     monkeypatch.setattr(download, "RETRY_BACKOFF_S", 0.0)
     root = _project(tmp_path)
@@ -158,8 +158,8 @@ def test_a_stage_exits_75_only_when_a_retry_may_help(tmp_path: Path, monkeypatch
         return 1, ["ERROR: failed to reproduce 'download': failed to run: videorft stage "
                    f"download, exited with {EXIT_TRANSIENT}"]
 
-    monkeypatch.setattr(dvc_module, "dvc", fake_dvc)
-    monkeypatch.setattr(dvc_module, "stage_status", lambda *a, **k: ["changed"])
-    with pytest.raises(dvc_module.StageError) as info:
-        dvc_module.repro_stage(root, "download", force=True)
+    monkeypatch.setattr(stage_runner, "dvc", fake_dvc)
+    monkeypatch.setattr(stage_runner, "stage_status", lambda *a, **k: ["changed"])
+    with pytest.raises(stage_runner.StageError) as info:
+        stage_runner.repro_stage(root, "download", force=True)
     assert info.value.transient

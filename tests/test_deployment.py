@@ -34,7 +34,7 @@ from videorft.errors import UnsafePathError
 from videorft.params import update_params
 from videorft.pipeline import handoff
 from videorft.pipeline import remote as remote_mod
-from videorft.stages import STAGES
+from videorft.stages import stage_names
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -188,7 +188,8 @@ def _in_remote_already(proj: Path, home: Path) -> None:
     assert url is not None
     _run([sys.executable, "-m", "dvc", "push", "--remote", remote_mod.REMOTE],
          env=_env(home), cwd=proj)
-    for stage in STAGES[:STAGES.index("train")]:
+    names = stage_names(ROOT)
+    for stage in names[:names.index("train")]:
         remote_mod.mark_in_remote(proj, url, stage, handoff.locked_entry(proj, stage))
 
 

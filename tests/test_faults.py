@@ -44,7 +44,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import TEST_PRESET
+from tests.conftest import DATA_STAGES, TEST_PRESET
 from tests.servers import S3_ENV
 from tests.test_pipeline_e2e import ROOT, SMALL, _env
 from videorft.params import update_params
@@ -57,7 +57,6 @@ BUCKET = "bucket"
 S3_URI = f"s3://{BUCKET}/x"
 PACKAGE = "videorft-tiny"  # publish.name in params.yaml
 HOOK_ENV = "VIDEORFT_EXTRACT_TEST_HOOK"  # videorft.video.extract.TEST_HOOK_ENV
-DATA_STAGES = ["download", "extract_frames", "build_dataset"]
 # Three GRPO steps, a checkpoint after each: the kill lands after the first, two remain. The
 # tiny model earns no reward in 8 tokens (advantages are all 0); weight decay moves the policy
 # off the reference model at every step, so the KL term gives gradients and each step changes

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TEST_PRESET
+from tests.conftest import DATA_STAGES, TEST_PRESET
 from videorft.io import read_jsonl
 from videorft.model import (
     ModelNotFoundError,
@@ -30,7 +30,7 @@ from videorft.model import (
 from videorft.model.tiny import NON_SPECIAL_ADDED_TOKENS, PROVENANCE_FILE, SPECIAL_TOKENS
 from videorft.params import load_params, update_params
 from videorft.prompts import build_prompt, format_box, format_options
-from videorft.stages import DATA_STAGES, get_stage
+from videorft.stages import get_stage
 from videorft.video.extract import FrameStore
 
 ROOT = Path(__file__).resolve().parents[1]

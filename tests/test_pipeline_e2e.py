@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import TEST_PRESET
 from videorft.errors import VideoRFTError
 from videorft.params import update_params
-from videorft.pipeline.dvc import run_lock
+from videorft.pipeline.command import run_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e

@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import TEST_PRESET, record_dvc_calls
+from tests.conftest import DATA_STAGES, TEST_PRESET, record_dvc_calls
 from tests.test_pipeline_e2e import SMALL
 from videorft.errors import ConfigError, StageError
 from videorft.params import RemoteParams, update_params
 from videorft.pipeline import remote as remote_mod
-from videorft.pipeline.dvc import repro_stage
 from videorft.pipeline.lockfile import locked_stages
 from videorft.pipeline.remote import configure_remote, pullable, remote_url
+from videorft.pipeline.runner import repro_stage
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_STAGES = ("download", "extract_frames", "build_dataset")
 SECRET = "remoteSECRETawsKey0123456789"
 
 

@@ -19,8 +19,10 @@ import psutil
 import pytest
 
 from tests.conftest import record_dvc_calls
-from videorft.pipeline import dvc as dvc_mod
-from videorft.pipeline.dvc import RunStatus, pipeline_status, repro_stage
+from videorft.pipeline import command, runner
+from videorft.pipeline import status as status_mod
+from videorft.pipeline.runner import repro_stage
+from videorft.pipeline.status import RunStatus, pipeline_status
 from videorft.stages import upstream_map
 
 DVC_YAML = """\
@@ -65,7 +67,7 @@ def test_status_of_the_whole_dag_in_one_dvc_call(
     assert pipeline_status(project, STAGES) == {s: ["never run"] for s in STAGES}
     for stage in STAGES:
         assert repro_stage(project, stage).ran
-    calls = record_dvc_calls(monkeypatch, dvc_mod)
+    calls = record_dvc_calls(monkeypatch, status_mod, runner)
     assert pipeline_status(project, STAGES) == {s: [] for s in STAGES}
     assert [c[0] for c in calls] == ["status"]
 
@@ -84,7 +86,7 @@ def test_a_run_skips_known_unchanged_stages_without_asking_dvc_again(
     upstream = upstream_map(project)
     assert upstream == {"a": set(), "b": {"a"}, "c": {"a", "b"}}
 
-    calls = record_dvc_calls(monkeypatch, dvc_mod)
+    calls = record_dvc_calls(monkeypatch, status_mod, runner)
     run = RunStatus(project, STAGES, upstream)
     outcomes = []
     for stage in STAGES:
@@ -120,7 +122,7 @@ def test_nothing_to_do_answers_without_a_flow_unless_a_push_is_pending(
 ) -> None:
     from tests.conftest import ROOT
     from videorft.params import update_params
-    from videorft.pipeline.dvc import nothing_to_do
+    from videorft.pipeline.runner import nothing_to_do
 
     assert nothing_to_do(project, STAGES) is None  # never run
     # A folder as the DVC remote (params.yaml: the project's own, for its orchestration knobs).
@@ -166,7 +168,7 @@ def test_a_killed_runs_unreaped_dvc_process_is_waited_out(project: Path) -> None
     reaper.start()
     logged: list[str] = []
     try:
-        code, lines = dvc_mod.dvc(["status", "--json", "b"], project, log=logged.append)
+        code, lines = command.dvc(["status", "--json", "b"], project, log=logged.append)
     finally:
         reaper.join()
     assert code == 0, lines
@@ -180,7 +182,7 @@ def test_a_live_lock_holder_is_named_after_the_wait(project: Path) -> None:
         _hold_dvc_lock(project, holder.pid)
         logged: list[str] = []
         started = time.monotonic()
-        code, lines = dvc_mod.dvc(["status", "b"], project, log=logged.append, busy_wait_s=4.0)
+        code, lines = command.dvc(["status", "b"], project, log=logged.append, busy_wait_s=4.0)
         # It waited (asked again after a pause), then gave up with DVC's message naming it.
         assert any("held by another process" in line for line in logged), logged
         assert sum(f"PID {holder.pid}" in line for line in logged) >= 2, logged
@@ -196,13 +198,13 @@ def test_a_status_taken_by_the_caller_is_not_taken_again(
 ) -> None:
     """The CLI takes the DAG's status once, for its nothing-to-do check and for the flow."""
     from tests.conftest import ROOT
-    from videorft.pipeline.dvc import nothing_to_do
+    from videorft.pipeline.runner import nothing_to_do
 
     (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     for stage in STAGES:
         repro_stage(project, stage)
     status = pipeline_status(project, STAGES)
-    calls = record_dvc_calls(monkeypatch, dvc_mod)
+    calls = record_dvc_calls(monkeypatch, status_mod, runner)
     assert nothing_to_do(project, STAGES, status) is not None
     changed = {**status, "b": ["param b.n: 1 -> 2"]}
     assert nothing_to_do(project, STAGES, changed) is None
@@ -216,8 +218,6 @@ def test_dvcs_git_hints_are_not_logged_but_kept(tmp_path: Path, monkeypatch) -> 
     printed it once per stage), still in the returned output."""
     import io
 
-    from videorft.pipeline import dvc as dvc_module
-
     output = ("Running stage 'download':\n> videorft stage download\n"
               "Updating lock file 'dvc.lock'\n\nTo track the changes with git, run:\n\n"
               "\tgit add dvc.lock data/.gitignore\n\nTo enable auto staging, run:\n\n"
@@ -230,9 +230,9 @@ def test_dvcs_git_hints_are_not_logged_but_kept(tmp_path: Path, monkeypatch) -> 
         def wait(self) -> int:
             return 0
 
-    monkeypatch.setattr(dvc_module.subprocess, "Popen", FakeDVC)
+    monkeypatch.setattr(command.subprocess, "Popen", FakeDVC)
     shown: list[str] = []
-    code, lines = dvc_module.dvc(["repro", "download"], tmp_path, log=shown.append)
+    code, lines = command.dvc(["repro", "download"], tmp_path, log=shown.append)
     assert code == 0 and len(lines) == len(output.splitlines())
     assert shown == ["Running stage 'download':", "> videorft stage download",
                      "Updating lock file 'dvc.lock'"]

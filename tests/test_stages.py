@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import TEST_PRESET
+from tests.conftest import DATA_STAGES, TEST_PRESET
 from videorft.errors import DataValidationError
 from videorft.io import read_jsonl
 from videorft.params import Params, load_params, update_params
 from videorft.prompts import build_prompt
 from videorft.records import make_record
 from videorft.sources.synthetic import COLOURS
-from videorft.stages import DATA_STAGES, STAGES, get_stage, stages_to_force, stages_to_run
+from videorft.stages import get_stage, stage_names, stages_to_force, stages_to_run
 from videorft.stages.build_dataset import assign_split
 from videorft.video.extract import FrameStore
 
@@ -235,7 +235,7 @@ def test_on_invalid_skip_reports_and_continues(tmp_path: Path) -> None:
 
 def test_stages_to_force_follows_the_dvc_graph() -> None:
     assert stages_to_force(ROOT) == set()
-    assert stages_to_force(ROOT, force=True) == set(STAGES)
+    assert stages_to_force(ROOT, force=True) == set(stage_names(ROOT))
     # Downstream in dvc.yaml's DAG, not "later in a list": base_model does not read the data.
     model = {"evaluate", "publish"}
     assert stages_to_force(ROOT, from_stage="extract_frames") == {
@@ -245,7 +245,8 @@ def test_stages_to_force_follows_the_dvc_graph() -> None:
     assert stages_to_force(ROOT, from_stage="train") == {"train", *model}
     assert stages_to_force(ROOT, from_stage="publish") == {"publish"}
     # --to: the stage and what it depends on, in DAG order.
-    assert stages_to_run(ROOT) == list(STAGES)
+    assert stages_to_run(ROOT) == ["download", "extract_frames", "build_dataset", "base_model",
+                                   "warm_start", "train", "evaluate", "publish"]
     assert stages_to_run(ROOT, "build_dataset") == ["download", "extract_frames", "build_dataset"]
     assert stages_to_run(ROOT, "warm_start") == [
         "download", "extract_frames", "build_dataset", "base_model", "warm_start"]

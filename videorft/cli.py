@@ -27,8 +27,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     name="videorft",
     help="Reinforcement fine-tuning of video LLMs (VideoChat-R1), as a reproducible "
-    "Prefect + DVC pipeline: download -> extract_frames -> build_dataset (-> train -> "
-    "evaluate -> publish).",
+    "Prefect + DVC pipeline of the stages in dvc.yaml (`videorft status` lists them).",
     epilog=(
         "Examples:\n\n"
         "  videorft run                        # synthetic data, tiny-cpu preset\n\n"
@@ -67,7 +66,7 @@ def _fail(exc: Exception) -> None:
 
 
 def _root(root: Path) -> Path:
-    from videorft.pipeline.dvc import find_root
+    from videorft.pipeline.command import find_root
 
     return find_root(root)
 
@@ -127,7 +126,9 @@ def run(
     run_log: Path | None = None
     try:
         from videorft.params import update_params
-        from videorft.pipeline.dvc import nothing_to_do, pipeline_status, run_lock
+        from videorft.pipeline.command import run_lock
+        from videorft.pipeline.runner import nothing_to_do
+        from videorft.pipeline.status import pipeline_status
         from videorft.stages import stages_to_force, stages_to_run
 
         project = _root(root)
@@ -215,13 +216,14 @@ def _print_results(project: Path, params: Params) -> None:
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="download | extract_frames | build_dataset")],
+    name: Annotated[str, typer.Argument(help="A stage of dvc.yaml (`videorft status` lists "
+                                              "them).")],
     root: RootOption = Path("."),
 ) -> None:
     """Run one stage's work directly (dvc.yaml calls this; no DVC bookkeeping)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from videorft.params import load_params
-    from videorft.pipeline.dvc import SUMMARY_PREFIX
+    from videorft.pipeline.runner import SUMMARY_PREFIX
     from videorft.stages import get_stage
 
     try:
@@ -238,8 +240,8 @@ def stage(
 def status(root: RootOption = Path(".")) -> None:
     """Show each stage: up to date, or changed and why (which dependency or parameter)."""
     from videorft.params import load_params
-    from videorft.pipeline.dvc import pipeline_status
-    from videorft.stages import STAGES
+    from videorft.pipeline.status import pipeline_status
+    from videorft.stages import stage_names
 
     try:
         project = _root(root)
@@ -247,7 +249,7 @@ def status(root: RootOption = Path(".")) -> None:
         table = Table(title="videorft stages")
         table.add_column("stage")
         table.add_column("state")
-        for name, reasons in pipeline_status(project, STAGES).items():
+        for name, reasons in pipeline_status(project, stage_names(project)).items():
             if reasons == ["never run"]:
                 state = "never run"
             else:

@@ -31,21 +31,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from videorft.errors import StageError
 from videorft.io import atomic_write_bytes, atomic_write_text, replace_dir, safe_join
 from videorft.pipeline import remote as rem
-from videorft.pipeline.dvc import Log, _lock_dir, dvc, stage_status
+from videorft.pipeline.command import Log, checkout_lock, dvc
 from videorft.pipeline.lockfile import locked_entry, read_lock, write_lock
+from videorft.pipeline.status import stage_status
 
 RECORDS = "videorft-runs"  # folder of handoff records, in the remote (or .dvc/tmp without one)
-
-
-def _checkout_lock(root: Path) -> FileLock:
-    """The lock every DVC call in this checkout takes (videorft.pipeline.dvc.dvc): dvc.lock is
-    rewritten under it, so no DVC command reads it half-changed. Never call `dvc` holding it."""
-    return FileLock(str(_lock_dir(root) / "videorft-dvc.lock"))
 
 
 def _stage_io(root: Path, stage: str) -> tuple[list[str], list[str], list[str]]:
@@ -150,7 +143,7 @@ def take_back(
         raise StageError(f"handoff record {location} is not a {stage!r} record with a dvc.lock "
                          "entry: was it written by this version of flows/train.py?")
     entry = record["lock"]
-    with _checkout_lock(root):
+    with checkout_lock(root):
         lock = read_lock(root, roundtrip=True)
         stages = lock["stages"]
         if stages.get(stage) != entry:
@@ -222,7 +215,7 @@ def prepare_worker(
             f"the worker's checkout {root} has no dvc.yaml: point the deployment's pull step "
             "(prefect.yaml, VIDEORFT_CHECKOUT) at a checkout of the project"
         )
-    with _checkout_lock(root):
+    with checkout_lock(root):
         for name, text in (("params.yaml", params_yaml), ("dvc.lock", dvc_lock)):
             path = root / name
             if text is not None and (not path.exists() or path.read_text("utf-8") != text):

@@ -21,7 +21,7 @@ from configobj import ConfigObj
 from videorft.errors import ConfigError, StageError, VideoRFTError
 from videorft.io import atomic_write_json, read_json
 from videorft.params import RemoteParams, load_params
-from videorft.pipeline.dvc import Log, dvc
+from videorft.pipeline.command import Log, dvc
 
 REMOTE = "videorft"
 #: `dvc status` states of a missing output that a pull can restore (anything else, such as a

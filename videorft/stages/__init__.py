@@ -1,34 +1,49 @@
-"""Pipeline stages, one module each, in DAG order.
+"""Pipeline stages, one module each, named as in dvc.yaml.
 
 Each module has ``run(params, root) -> dict`` (a JSON-able summary). ``dvc.yaml`` runs them as
-``videorft stage NAME``; the Prefect flow runs them through DVC so both share one definition of
-what a stage depends on.
+``videorft stage NAME`` and is the one list of stages: their order (`stage_names`) and what each
+depends on (`upstream_map`) are read from it; the Prefect flow runs them through DVC so both
+share one definition of what a stage depends on.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml import YAML, YAMLError
+
+from videorft.errors import ConfigError
 from videorft.params import Params
-
-# DAG order (a topological order of dvc.yaml's graph).
-STAGES: tuple[str, ...] = (
-    "download", "extract_frames", "build_dataset", "base_model", "warm_start", "train",
-    "evaluate", "publish",
-)
-
-#: The stages that prepare data (no model involved).
-DATA_STAGES: tuple[str, ...] = STAGES[:3]
 
 StageFn = Callable[[Params, Path], dict[str, Any]]
 
 
+def stage_modules() -> set[str]:
+    """The stage modules of this package (each one a stage that dvc.yaml may run)."""
+    return {info.name for info in pkgutil.iter_modules(__path__) if not info.ispkg}
+
+
+def stage_names(root: Path) -> tuple[str, ...]:
+    """The pipeline's stages in DAG order: the `stages` of ``root/dvc.yaml``, as the file lists
+    them (upstream first; a test holds dvc.yaml to that)."""
+    path = Path(root) / "dvc.yaml"
+    try:
+        stages = YAML(typ="safe").load(path.read_text()).get("stages")
+    except (OSError, YAMLError, AttributeError) as exc:
+        raise ConfigError(f"{path}: cannot read the pipeline's stages "
+                          f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(stages, dict) or not stages:
+        raise ConfigError(f"{path}: no `stages` mapping")
+    return tuple(str(name) for name in stages)
+
+
 def get_stage(name: str) -> StageFn:
-    if name not in STAGES:
-        raise KeyError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
+    if name not in stage_modules():
+        raise KeyError(f"unknown stage {name!r} (stages: {', '.join(sorted(stage_modules()))})")
     return importlib.import_module(f"videorft.stages.{name}").run
 
 
@@ -62,15 +77,20 @@ def upstream(root: Path, stage: str) -> set[str]:
     return graph[stage]
 
 
+def _listed(names: tuple[str, ...], stage: str) -> None:
+    if stage not in names:
+        raise KeyError(f"unknown stage {stage!r} (stages: {', '.join(names)})")
+
+
 def stages_to_run(root: Path, to_stage: str | None = None) -> list[str]:
     """The stages of a run, in DAG order: all, or ``to_stage`` and what it depends on (like
     ``dvc repro STAGE``)."""
+    names = stage_names(root)
     if to_stage is None:
-        return list(STAGES)
-    if to_stage not in STAGES:
-        raise KeyError(f"unknown stage {to_stage!r} (stages: {', '.join(STAGES)})")
+        return list(names)
+    _listed(names, to_stage)
     wanted = {to_stage} | upstream(root, to_stage)
-    return [name for name in STAGES if name in wanted]
+    return [name for name in names if name in wanted]
 
 
 def stages_to_force(
@@ -78,10 +98,10 @@ def stages_to_force(
 ) -> set[str]:
     """Stages to rerun regardless of DVC: all (`force`), or `from_stage` and everything
     downstream of it in the DAG."""
+    names = stage_names(root)
     if force:
-        return set(STAGES)
+        return set(names)
     if from_stage is None:
         return set()
-    if from_stage not in STAGES:
-        raise KeyError(f"unknown stage {from_stage!r} (stages: {', '.join(STAGES)})")
+    _listed(names, from_stage)
     return {from_stage} | downstream(root, from_stage)

@@ -121,6 +121,25 @@ def test_collator_labels_only_the_answer(tiny_project, processor) -> None:
     assert batch["pixel_values_videos"].shape == (patches, 3 * 2 * 14 * 14)
 
 
+def test_collator_cache_gives_what_the_processor_gives_the_batch(tiny_project, processor) -> None:
+    """A batch assembled from rows processed alone (and cached) equals the processor's batch:
+    same tokens, left padding, labels, masks and patches; with or without the cache."""
+    root, params = tiny_project
+    store = FrameStore(root / params.paths.frames)
+    rows = spread_rows(load_split(root / params.paths.dataset, "train"), 6)
+    collator = WarmStartCollator(processor, store)
+    reference = collator.process(rows)
+    assert len({int(m.sum()) for m in reference["attention_mask"]}) > 1  # padding is exercised
+    uncached = WarmStartCollator(processor, store, cache_bytes=0)
+    for batch in (collator(rows), collator(rows), uncached(rows)):  # miss, hit, no cache
+        assert batch.keys() == reference.keys()
+        for name, value in reference.items():
+            assert torch.equal(batch[name], value), name
+    assert collator._cached_bytes > 0 and uncached._cached_bytes == 0
+    # A row's cached item is reused as is in another batch.
+    assert torch.equal(collator(rows[2:3])["input_ids"], collator.process(rows[2:3])["input_ids"])
+
+
 @pytest.fixture(scope="module")
 def warm(tiny_project, tmp_path_factory: pytest.TempPathFactory):
     """One short warm start on the tiny project: (summary, out_dir, params, root)."""

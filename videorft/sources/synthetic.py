@@ -45,9 +45,11 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -69,6 +71,7 @@ from videorft.io import (
 from videorft.params import SourceParams
 from videorft.records import OPTION_LETTERS, TASKS, TRACKING_BOXES, make_record
 from videorft.sources._common import Item, OnInvalid, emit, read_text, root_relative
+from videorft.video.decode import available_cpus
 from videorft.video.sampling import sample_indices
 
 # Bump when the rendering or the record layout changes, so old folders are regenerated.
@@ -78,6 +81,8 @@ GENERATOR_FILE = "generator.json"
 VIDEO_DIR = "videos"
 DEFAULT_SAMPLES = 8
 N_OPTIONS = 4
+# Fewer videos than this per CPU are encoded in this process: a worker takes ~1 s to start.
+MIN_VIDEOS_PER_WORKER = 128
 
 Task = Literal["temporal_grounding", "tracking", "grounded_qa", "mcq"]
 HeldOut = Literal["val", "test"]
@@ -818,9 +823,16 @@ def _up_to_date(folder: Path, fingerprint: str) -> bool:
     )
 
 
+def _write_video(job: tuple[Path, _Sample, SyntheticOptions]) -> None:
+    path, sample, options = job
+    _encode(path, _render(sample, options.time_bar), options)
+
+
 def generate(config: SourceParams, folder: Path) -> None:
     """Render the videos and ``annotations.jsonl`` into ``folder``, unless already done.
 
+    Videos are encoded by one process per CPU when there are enough of them (each video is
+    encoded alone, single-threaded, so the bytes do not depend on which process wrote it).
     Idempotent: with the same options (hash in ``generator.json``) and all videos present,
     nothing is touched. Otherwise the old annotations are removed first, videos are written to
     temp names and renamed, stale videos of ours are deleted, and the annotations are written
@@ -835,11 +847,18 @@ def generate(config: SourceParams, folder: Path) -> None:
     (folder / ANNOTATIONS_FILE).unlink(missing_ok=True)
     (folder / GENERATOR_FILE).unlink(missing_ok=True)
     video_dir.mkdir(parents=True, exist_ok=True)
-    records: list[dict[str, Any]] = []
-    for sample in _samples(options):
-        _encode(video_dir / f"{sample.native_id}.mp4", _render(sample, options.time_bar),
-                options)
-        records.append(_record(sample, options))
+    samples = list(_samples(options))
+    jobs = [(video_dir / f"{sample.native_id}.mp4", sample, options) for sample in samples]
+    workers = min(available_cpus(), len(jobs) // MIN_VIDEOS_PER_WORKER)
+    if workers > 1:  # each video stands alone: same bytes whichever process encodes it
+        context = multiprocessing.get_context("spawn")  # never fork a threaded parent
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            for _ in pool.map(_write_video, jobs, chunksize=MIN_VIDEOS_PER_WORKER // 4):
+                pass
+    else:
+        for job in jobs:
+            _write_video(job)
+    records = [_record(sample, options) for sample in samples]
     names = {PurePosixPath(r["video"]).name for r in records}
     for path in video_dir.iterdir():
         stale_video = _VIDEO_NAME.match(path.name) and path.name not in names

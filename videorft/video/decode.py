@@ -194,7 +194,8 @@ def _validate_indices(indices: Sequence[int], path: Path) -> list[int]:
     return wanted
 
 
-def _available_cpus() -> int:
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, where the OS has one)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -203,7 +204,7 @@ def _available_cpus() -> int:
 
 # Threads one read_frames_pyav call may use (extract_frames' workers lower it so that
 # workers x threads matches the CPUs).
-DECODE_THREADS = _available_cpus()
+DECODE_THREADS = available_cpus()
 # Wanted frames spanning fewer frames than this per chunk are read by one decoder: a chunk
 # starts at the keyframe before its first frame, so a chunk shorter than a couple of GOPs
 # (x264's default GOP is 250 frames) would mostly re-decode its neighbour's frames.
@@ -259,7 +260,7 @@ def read_frames_pyav(
 def _set_threads(stream: av.video.stream.VideoStream, threads: int) -> None:
     stream.thread_type = THREAD_TYPE
     # 0 lets FFmpeg pick (CPUs + 1 frame threads), which does best when we own the machine.
-    stream.codec_context.thread_count = 0 if threads >= _available_cpus() else threads
+    stream.codec_context.thread_count = 0 if threads >= available_cpus() else threads
 
 
 def _first_pts(path: Path) -> int:

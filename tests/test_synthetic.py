@@ -128,6 +128,17 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path: Path) 
     assert all(a[n] != c[n] for n in a if n.endswith(".mp4"))
 
 
+def test_encoding_in_worker_processes_gives_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(synthetic, "available_cpus", lambda: 2)
+    monkeypatch.setattr(synthetic, "MIN_VIDEOS_PER_WORKER", 4)  # 8 videos: 2 processes
+    synthetic.generate(_config(**SMALL, seed=3), tmp_path / "pool")
+    monkeypatch.setattr(synthetic, "MIN_VIDEOS_PER_WORKER", 10**6)  # this process alone
+    synthetic.generate(_config(**SMALL, seed=3), tmp_path / "alone")
+    assert _files(tmp_path / "pool") == _files(tmp_path / "alone")
+
+
 def test_changing_one_task_count_keeps_the_other_tasks_samples(tmp_path: Path) -> None:
     synthetic.generate(_config(**SMALL), tmp_path / "a")
     more = {"samples_per_task": {**SMALL["samples_per_task"], "mcq": 3}}

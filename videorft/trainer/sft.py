@@ -13,7 +13,7 @@ dataset; :class:`WarmStartCollator` loads each batch's frames from the frame sto
 them through :func:`videorft.model.inputs.process_videos` (left padding, as in generation).
 
 The optimiser is the HF ``Trainer``'s AdamW with the ``warm_start`` params (steps, learning
-rate, batch, accumulation, seed) and a cosine schedule after a 10% warm-up. The stage is
+rate, batch, accumulation, schedule and warm-up, seed). The stage is
 short, so it keeps no checkpoints: a killed warm start simply restarts. The final model is
 written to a temp folder beside ``out_dir`` and renamed over it.
 """
@@ -52,11 +52,6 @@ SUMMARY_FILE = "warm_start.json"
 EVAL_ROWS = 32
 #: New tokens allowed beyond the longest reference answer (a model may pad or ramble a bit).
 GENERATION_MARGIN = 8
-#: Learning-rate schedule: linear warm-up over this share of the steps, then cosine decay.
-#: (tiny-cpu, 200 steps at lr 1e-2, seed 0: format 0.92 after, against 0.71 with plain linear
-#: decay; a constant 5e-3 after 5% warm-up gave 0.88.)
-LR_SCHEDULER = "cosine"
-WARMUP_RATIO = 0.1
 #: Processed rows the warm start keeps in memory (its collator's cache); rows past it are
 #: processed at every visit.
 COLLATE_CACHE_BYTES = 4 * 2**30
@@ -250,8 +245,8 @@ def _training_args(params: Params, output_dir: Path, *, dtype: Any) -> Any:
         gradient_accumulation_steps=ws.gradient_accumulation_steps,
         seed=ws.seed,
         data_seed=ws.seed,
-        lr_scheduler_type=LR_SCHEDULER,
-        warmup_steps=math.ceil(WARMUP_RATIO * ws.max_steps),
+        lr_scheduler_type=ws.lr_scheduler_type,
+        warmup_steps=math.ceil(ws.warmup_ratio * ws.max_steps),
         weight_decay=ws.weight_decay,
         max_grad_norm=1.0,
         logging_steps=1,

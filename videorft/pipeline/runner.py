@@ -117,7 +117,7 @@ def repro_stage(
                     reasons=[note],
                     seconds=round(time.monotonic() - started, 2),
                 )
-            # Typically a `cache: false` output: DVC keeps those out of the remote.
+            # The remote lacked some output (pushed from elsewhere only in part): run it here.
             reasons = [*left, f"{note}; still changed, so it runs"]
         elif locked and log is not None:
             log(f"{stage}: changed ({'; '.join(reasons)}): not pulling stale outputs")

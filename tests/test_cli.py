@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from videorft.cli import app
+from videorft.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -62,6 +63,27 @@ def test_describe_documents_every_field() -> None:
         "download.on_invalid",
     ):
         assert name in result.stdout
+
+
+def test_describe_shows_the_value_in_use_and_each_presets(tmp_path: Path) -> None:
+    """`--in-use` and `--preset NAME` add columns: what params.yaml holds and what applying the
+    preset would set; nothing is written."""
+    root = _project(tmp_path)
+    before = (root / "params.yaml").read_bytes()
+    result = runner.invoke(app, ["params", "describe", "--in-use", "--preset", "miniature",
+                                 "--preset", "videochat-r1", "--root", str(root)],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "parameter" in line)
+    cells = [c.strip() for c in header.split("┃") if c.strip()]
+    assert cells == ["parameter", "default", "in use", "miniature", "videochat-r1", "meaning"]
+    row = next(line for line in result.stdout.splitlines() if "│ train.learning_rate " in line)
+    in_use = load_params(root / "params.yaml").train.learning_rate
+    assert [c.strip() for c in row.split("│") if c.strip()][1:5] == [
+        "1e-06", repr(in_use), "0.0001", "1e-06"]
+    assert (root / "params.yaml").read_bytes() == before
+    assert "unknown preset 'nope'" in _one_error_line(runner.invoke(
+        app, ["params", "describe", "--preset", "nope", "--root", str(root)]))
 
 
 def _one_error_line(result) -> str:

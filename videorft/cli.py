@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -284,16 +284,36 @@ def _print_lineage(project: Path, params: Params) -> None:
 
 
 @params_app.command("describe")
-def params_describe() -> None:
-    """Every parameter with its default and meaning."""
-    from videorft.params import describe
+def params_describe(
+    preset: Annotated[list[str] | None, typer.Option(
+        "--preset", help="Also show this preset's value of each parameter (repeatable).")] = None,
+    in_use: Annotated[bool, typer.Option(
+        "--in-use", help="Also show the value params.yaml holds now.")] = False,
+    root: RootOption = Path("."),
+) -> None:
+    """Every parameter with its default and meaning; with --in-use / --preset NAME, also the
+    value params.yaml holds and the value each preset would set."""
+    from videorft.params import describe, load_params, preset_params, value_at
 
+    columns: list[tuple[str, Any]] = []
+    try:
+        path = _root(root) / "params.yaml" if in_use or preset else None
+        if in_use:
+            columns.append(("in use", load_params(path)))
+        columns.extend((name, preset_params(path, name)) for name in preset or [])
+    except VideoRFTError as exc:
+        _fail(exc)
+        return
     table = Table(show_lines=False)
     table.add_column("parameter", no_wrap=True)
     table.add_column("default")
+    for title, _ in columns:
+        table.add_column(title)
     table.add_column("meaning")
     for name, default, text in describe():
-        table.add_row(name, default, text)
+        values = [repr(value_at(params, name)) for _, params in columns]
+        # Markup off: values and descriptions are user text (brackets in lists, YAML).
+        table.add_row(*(Text(cell) for cell in (name, default, *values, text)))
     stdout.print(table)
 
 

@@ -612,13 +612,10 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
 
 
 def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """Return base with overlay's values written in (mappings merged, everything else replaced)."""
+    """Return base with overlay's values written in, as `params apply` writes a preset:
+    mappings merged key by key, an empty mapping or anything else replaces."""
     merged = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
+    _merge_into(merged, overlay)
     return merged
 
 
@@ -700,6 +697,29 @@ def update_params(
     _yaml().dump(doc, buffer)
     atomic_write_text(path, buffer.getvalue())
     return load_params(path)
+
+
+def preset_params(path: str | Path, name: str) -> Params:
+    """The parameters `params apply NAME` would give, without writing anything."""
+    raw = to_plain(load_raw(path))
+    presets = raw.get("presets") or {}
+    if name not in presets:
+        raise ConfigError(f"{path}: unknown preset {name!r} (available: "
+                          f"{', '.join(presets) or 'none'})")
+    return _validate({**deep_merge(raw, presets[name]), "preset": name},
+                     f"{path}: preset {name!r}")
+
+
+def value_at(params: BaseModel, dotted: str) -> Any:
+    """The value of a `describe` row's parameter in ``params`` (models dumped to plain data)."""
+    value: Any = params
+    for key in dotted.split("."):
+        value = getattr(value, key)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+    return value
 
 
 def describe(model: type[BaseModel] = Params, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -65,14 +65,18 @@ def test_describe_documents_every_field() -> None:
         assert name in result.stdout
 
 
-def test_describe_shows_the_value_in_use_and_each_presets(tmp_path: Path) -> None:
+def test_describe_shows_the_value_in_use_and_each_presets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`--in-use` and `--preset NAME` add columns: what params.yaml holds and what applying the
     preset would set; nothing is written."""
+    from videorft import cli
+
+    monkeypatch.setattr(cli.stdout, "width", 300)  # room for every column, on any terminal
     root = _project(tmp_path)
     before = (root / "params.yaml").read_bytes()
     result = runner.invoke(app, ["params", "describe", "--in-use", "--preset", "miniature",
-                                 "--preset", "videochat-r1", "--root", str(root)],
-                           env={"COLUMNS": "300"})
+                                 "--preset", "videochat-r1", "--root", str(root)])
     assert result.exit_code == 0, result.output
     header = next(line for line in result.stdout.splitlines() if "parameter" in line)
     cells = [c.strip() for c in header.split("┃") if c.strip()]
@@ -155,11 +159,11 @@ def test_a_stage_exits_75_only_when_a_retry_may_help(tmp_path: Path, monkeypatch
     and 1 for bad input, and repro_stage reads DVC's report of that status."""
     import socket
 
-    from videorft import download
+    from videorft.download import http as http_source
     from videorft.errors import EXIT_TRANSIENT
     from videorft.pipeline import runner as stage_runner
 
-    monkeypatch.setattr(download, "RETRY_BACKOFF_S", 0.0)
+    monkeypatch.setattr(http_source, "RETRY_BACKOFF_S", 0.0)
     root = _project(tmp_path)
     with socket.socket() as sock:  # a port nobody listens on: connection refused
         sock.bind(("127.0.0.1", 0))

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from videorft import download
 from videorft.download import MARKER_NAME, fetch, parse_hf_uri, read_marker, staging_dir
+from videorft.download import http as http_source
 from videorft.errors import DownloadError, UnsafePathError
 
 if TYPE_CHECKING:  # registered as a plugin in conftest.py; importing it here first would
@@ -35,7 +35,7 @@ TREE = {"videos/a.mp4": b"video a" * 100, "videos/b.mp4": b"b" * 5000, "ann.json
 
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download, "RETRY_BACKOFF_S", 0.0)
+    monkeypatch.setattr(http_source, "RETRY_BACKOFF_S", 0.0)
 
 
 def files_under(root: Path) -> dict[str, bytes]:
@@ -249,7 +249,7 @@ def test_http_gives_up_after_the_retries(http_server: FileServer, tmp_path: Path
         fetch(url, tmp_path / "clip", progress=False)
     assert info.value.transient  # the orchestrator may try again later
 
-    assert len(http_server.requests_for("clip.bin")) == download.HTTP_RETRIES + 1
+    assert len(http_server.requests_for("clip.bin")) == http_source.HTTP_RETRIES + 1
 
 
 def test_http_connection_refused(tmp_path: Path) -> None:

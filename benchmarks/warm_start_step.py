@@ -51,7 +51,7 @@ def run_steps(model_dir: Path, params, root: Path, *, steps: int, batch: int,
     from videorft.model.loading import load_model_and_processor
     from videorft.trainer.data import load_split
     from videorft.trainer.sft import RowDataset, WarmStartCollator
-    from videorft.video.extract import FrameStore
+    from videorft.video.store import FrameStore
 
     rows = load_split(root / params.paths.dataset, "train")
     model, processor = load_model_and_processor(model_dir, dtype="float32")

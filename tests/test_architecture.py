@@ -9,6 +9,7 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
+from ruamel.yaml import YAML
 
 from tests.conftest import ROOT
 from videorft.stages import stage_modules, stage_names, upstream_map
@@ -92,3 +93,26 @@ def test_dvc_yaml_the_stage_modules_and_the_prefect_tasks_agree() -> None:
     assert set(upstream) == set(names)
     for position, name in enumerate(names):
         assert upstream[name] <= set(names[:position]), name
+
+
+#: Modules whose edits cannot change a stage's outputs, so no stage reruns for them.
+NOT_OUTPUT_DEPS = {"videorft/errors.py"}
+
+
+def test_dvc_yaml_lists_every_module_a_stage_imports() -> None:
+    """A stage reruns when code it runs changes: every module it imports, directly or not (lazy
+    imports too), is one of its dvc.yaml deps or lies in a folder that is."""
+    graph = _graph()
+    stages = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
+    missing = {}
+    for stage, spec in stages.items():
+        deps = [d.rstrip("/") for d in spec.get("deps", []) if d.startswith("videorft")]
+        module = f"videorft.stages.{stage}"
+        for name in sorted(nx.descendants(graph, module) | {module}):
+            base = ROOT / name.replace(".", "/")
+            path = (base.with_suffix(".py") if base.with_suffix(".py").is_file()
+                    else base / "__init__.py").relative_to(ROOT).as_posix()
+            covered = any(path == d or path.startswith(d + "/") for d in deps)
+            if not covered and path not in NOT_OUTPUT_DEPS:
+                missing.setdefault(stage, []).append(path)
+    assert missing == {}

@@ -31,7 +31,7 @@ from videorft.evaluation.predict import fingerprint_path, predict
 from videorft.evaluation.scoring import METRICS, read_predictions, score_file, score_predictions
 from videorft.io import atomic_write_json, read_jsonl
 from videorft.trainer.data import load_split
-from videorft.video.extract import FrameStore
+from videorft.video.store import FrameStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_NEW_TOKENS = 8

@@ -22,12 +22,12 @@ from videorft.errors import StageError
 from videorft.params import ExtractFramesParams
 from videorft.video.extract import (
     TEST_HOOK_ENV,
-    FrameStore,
     extract_frames,
     frame_key,
     items_from_records,
 )
 from videorft.video.sampling import SamplingConfig, plan_sampling, plan_sequence
+from videorft.video.store import FrameStore
 
 W, H, BITS = 64, 48, 8
 PARAMS = ExtractFramesParams(workers=2, timeout_s=60, max_quarantine_fraction=0.5)

@@ -29,7 +29,8 @@ from tests.test_extract import (
 )
 from videorft.errors import StageError
 from videorft.video import extract
-from videorft.video.extract import TEST_HOOK_ENV, FrameStore, items_from_records
+from videorft.video.extract import TEST_HOOK_ENV, items_from_records
+from videorft.video.store import FrameStore
 
 TIMEOUT_S = 3
 N_CLIPS = 6

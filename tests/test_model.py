@@ -31,7 +31,7 @@ from videorft.model.tiny import NON_SPECIAL_ADDED_TOKENS, PROVENANCE_FILE, SPECI
 from videorft.params import load_params, update_params
 from videorft.prompts import build_prompt, format_box, format_options
 from videorft.stages import get_stage
-from videorft.video.extract import FrameStore
+from videorft.video.store import FrameStore
 
 ROOT = Path(__file__).resolve().parents[1]
 

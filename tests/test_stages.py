@@ -23,7 +23,7 @@ from videorft.records import make_record
 from videorft.sources.synthetic import COLOURS
 from videorft.stages import get_stage, stage_names, stages_to_force, stages_to_run
 from videorft.stages.build_dataset import assign_split
-from videorft.video.extract import FrameStore
+from videorft.video.store import FrameStore
 
 ROOT = Path(__file__).resolve().parents[1]
 

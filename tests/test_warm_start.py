@@ -32,7 +32,7 @@ from videorft.trainer.sft import (
     target_text,
     warm_start,
 )
-from videorft.video.extract import FrameStore
+from videorft.video.store import FrameStore
 
 TASKS = {"temporal_grounding", "tracking", "grounded_qa", "mcq"}
 

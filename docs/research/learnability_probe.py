@@ -80,7 +80,7 @@ def evaluate(root: Path, model_dir: Path, tag: str, max_new: int) -> None:
     from videorft.model.loading import load_model_and_processor
     from videorft.rewards import score
     from videorft.trainer.data import load_split
-    from videorft.video.extract import FrameStore
+    from videorft.video.store import FrameStore
 
     model, processor = load_model_and_processor(str(model_dir), dtype="float32")
     rows = load_split(root / "data/dataset", "val")

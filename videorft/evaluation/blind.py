@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from videorft.video.extract import FrameStore
+    from videorft.video.store import FrameStore
 
 BLIND_SUFFIX = "-blind"
 #: What the predictions fingerprint records for a blind pass (``"frames"``); see predict.py.

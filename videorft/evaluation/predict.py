@@ -48,7 +48,7 @@ from videorft.evaluation.blind import BLANK, BlankFrames
 from videorft.io import atomic_open, atomic_write_json, dumps_canonical
 
 if TYPE_CHECKING:
-    from videorft.video.extract import FrameStore
+    from videorft.video.store import FrameStore
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from videorft.model.inputs import video_inputs
 
 if TYPE_CHECKING:
-    from videorft.video.extract import FrameStore
+    from videorft.video.store import FrameStore
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -27,7 +27,7 @@ import numpy as np
 if TYPE_CHECKING:
     from transformers import BatchFeature
 
-    from videorft.video.extract import FrameStore
+    from videorft.video.store import FrameStore
 
 
 def row_messages(row: dict[str, Any]) -> list[dict[str, Any]]:

@@ -177,7 +177,7 @@ def reliance(metrics: dict[str, dict], blind: dict[str, dict]) -> dict[str, Any]
 
 def run(params: Params, root: Path) -> dict[str, Any]:
     from videorft.evaluation.predict import LazyModel, predict
-    from videorft.video.extract import FrameStore
+    from videorft.video.store import FrameStore
 
     root = Path(root)
     cfg = params.evaluate

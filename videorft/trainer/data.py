@@ -22,7 +22,7 @@ import numpy as np
 from videorft.errors import ConfigError, DataValidationError
 from videorft.io import read_jsonl
 from videorft.model.inputs import row_messages
-from videorft.video.extract import FrameStore
+from videorft.video.store import FrameStore
 
 #: Columns the trainers need from a dataset row (the rest is left out of the HF dataset).
 TRAIN_COLUMNS: tuple[str, ...] = ("id", "task", "solution", "thinking", "frames_key", "sample_fps")

@@ -707,7 +707,7 @@ def train_grpo(params: Params, root: Path, *, init_model: str | Path, checkpoint
         to_hf_dataset,
     )
     from videorft.trainer.video_grpo import VideoGRPOTrainer
-    from videorft.video.extract import FrameStore
+    from videorft.video.store import FrameStore
 
     started = time.monotonic()
     dataset_dir = root / params.paths.dataset

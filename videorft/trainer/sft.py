@@ -43,7 +43,7 @@ from videorft.trainer.data import (
     reference_answer,
     select_sources,
 )
-from videorft.video.extract import FrameStore
+from videorft.video.store import FrameStore
 
 END_OF_TURN = "<|im_end|>"
 IGNORE_INDEX = -100

@@ -73,13 +73,11 @@ from videorft.video.decode import (
     read_image_frames,
 )
 from videorft.video.sampling import SamplingConfig, SamplingError, plan_sampling, plan_sequence
+from videorft.video.store import ITEMS_DIR, MANIFEST, QUARANTINE
 
 if TYPE_CHECKING:
     from videorft.params import ExtractFramesParams
 
-ITEMS_DIR = "items"
-MANIFEST = "manifest.json"
-QUARANTINE = "quarantine.json"
 IMAGES_BACKEND = "images"  # frame sequences are read with PIL whatever the video backend
 MAX_REASONS_IN_ERROR = 5
 # Test hook, read by workers: "hang=<glob>;crash=<glob>;sleep=<seconds>" (globs match keys).
@@ -873,57 +871,3 @@ def extract_frames(
     _write_json_if_changed(store_dir / MANIFEST, manifest)
     _prune(items_dir, set(metas))
     return report
-
-
-# --------------------------------------------------------------------------- read side
-
-
-class FrameStore:
-    """Read access to a frame store (dataset building, training)."""
-
-    def __init__(self, store_dir: str | os.PathLike):
-        self.store_dir = Path(store_dir)
-        self.items_dir = self.store_dir / ITEMS_DIR
-        self._manifest: dict[str, Any] | None = None
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        if self._manifest is None:
-            path = self.store_dir / MANIFEST
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no frame store manifest (run extract_frames)")
-            self._manifest = read_json(path)
-        return self._manifest
-
-    def keys(self) -> list[str]:
-        return sorted(self.manifest["items"])
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self.manifest["items"]
-
-    def __len__(self) -> int:
-        return len(self.manifest["items"])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
-
-    def meta(self, key: str) -> dict[str, Any]:
-        """The item's meta: indices, timestamps, sample_fps (pass it to the processor), ..."""
-        try:
-            return self.manifest["items"][key]
-        except KeyError:
-            raise KeyError(f"{key!r} is not in the frame store {self.store_dir}") from None
-
-    def load(self, key: str) -> np.ndarray:
-        """uint8 [T, H, W, 3], memory-mapped read-only."""
-        meta = self.meta(key)
-        return np.load(self.items_dir / meta["file"], mmap_mode="r", allow_pickle=False)
-
-    def verify(self, key: str) -> bool:
-        """Whether the .npy on disk still has the sha256 recorded at extraction."""
-        meta = self.meta(key)
-        return sha256_file(self.items_dir / meta["file"]) == meta["sha256"]
-
-    def quarantine(self) -> list[dict[str, Any]]:
-        path = self.store_dir / QUARANTINE
-        return read_json(path) if path.is_file() else []

@@ -183,6 +183,29 @@ def test_spec_rejects_inconsistent_sizes(bad: dict[str, Any]) -> None:
         TinyModelSpec(**bad)
 
 
+def test_model_tiny_sizes_build_that_model_and_bad_ones_fail_at_params_time(
+    tmp_path: Path,
+) -> None:
+    """`model.tiny` sizes reach the built model (base_model's info names them); sizes the spec
+    rejects fail when params.yaml is written, not when the stage runs."""
+    from videorft.errors import ConfigError
+    from videorft.model.base import prepare_base_model
+    from videorft.params import ModelParams
+
+    params = ModelParams(tiny={"hidden_size": 96, "num_hidden_layers": 3,
+                               "mrope_section": [2, 5, 5]})  # head_dim 24: half is 12
+    info = prepare_base_model(params, tmp_path / "base")
+    config = json.loads((tmp_path / "base" / "config.json").read_text())
+    text = config.get("text_config", config)
+    assert (text["hidden_size"], text["num_hidden_layers"]) == (96, 3)
+    assert info["spec"]["hidden_size"] == 96 and info["spec"]["mrope_section"] == [2, 5, 5]
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    before = (tmp_path / "params.yaml").read_bytes()
+    with pytest.raises(ConfigError, match=r"mrope_section .* must sum to head_dim / 2 = 12"):
+        update_params(tmp_path / "params.yaml", overrides=["model.tiny.hidden_size=96"])
+    assert (tmp_path / "params.yaml").read_bytes() == before
+
+
 # --------------------------------------------------------------------------- tokenizer
 
 

@@ -33,6 +33,7 @@ from ruamel.yaml import YAML
 
 from videorft.errors import ConfigError, one_line
 from videorft.io import atomic_write_text
+from videorft.model.tiny_spec import TinyModelSpec
 
 PARAMS_FILE = "params.yaml"
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -261,9 +262,43 @@ Task = Literal["temporal_grounding", "tracking", "grounded_qa", "mcq"]
 
 
 class TinyModelParams(_Section):
-    """The embedded default model: a randomly initialised, tiny Qwen2.5-VL built offline."""
+    """The embedded default model: a randomly initialised, tiny Qwen2.5-VL built offline. The
+    sizes default to :class:`~videorft.model.tiny_spec.TinyModelSpec`'s (256 K parameters)."""
 
     seed: int = Field(0, description="Seed of the random weights (the build is deterministic).")
+    hidden_size: int = Field(TinyModelSpec.hidden_size, gt=0, description="Language-model "
+                             "width (also the vision merger's output).")
+    num_hidden_layers: int = Field(TinyModelSpec.num_hidden_layers, gt=0,
+                                   description="Language-model layers.")
+    num_attention_heads: int = Field(TinyModelSpec.num_attention_heads, gt=0,
+                                     description="Attention heads (hidden_size divisible by it).")
+    num_key_value_heads: int = Field(TinyModelSpec.num_key_value_heads, gt=0,
+                                     description="Key/value heads (grouped-query attention).")
+    intermediate_size: int = Field(TinyModelSpec.intermediate_size, gt=0,
+                                   description="MLP width of the language model.")
+    mrope_section: list[int] = Field(
+        default_factory=lambda: list(TinyModelSpec.mrope_section),
+        description="Multimodal RoPE split (time, height, width) of head_dim / 2.",
+    )
+    vision_depth: int = Field(TinyModelSpec.vision_depth, gt=0,
+                              description="Vision-tower blocks.")
+    vision_hidden_size: int = Field(TinyModelSpec.vision_hidden_size, gt=0,
+                                    description="Vision-tower width.")
+    vision_intermediate_size: int = Field(TinyModelSpec.vision_intermediate_size, gt=0,
+                                          description="Vision-tower MLP width.")
+    vision_num_heads: int = Field(TinyModelSpec.vision_num_heads, gt=0,
+                                  description="Vision-tower attention heads.")
+
+    @model_validator(mode="after")
+    def _buildable(self) -> TinyModelParams:
+        self.spec()  # the spec's own checks (divisibility, RoPE split), at params time
+        return self
+
+    def spec(self) -> TinyModelSpec:
+        """The sizes as the builder takes them."""
+        sizes = self.model_dump(exclude={"seed"})
+        sizes["mrope_section"] = tuple(sizes["mrope_section"])
+        return TinyModelSpec(**sizes)
 
 
 class ModelParams(_Section):

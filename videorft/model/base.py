@@ -66,16 +66,17 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> tuple[str, str]:
 
 def prepare_base_model(model_params: Any, out_dir: Path) -> dict[str, Any]:
     """Build or pin the base model into ``out_dir``; returns the ``model_info.json`` content."""
-    from videorft.model.tiny import TinyModelSpec, build_tiny_model
+    from videorft.model.tiny import build_tiny_model
 
     out_dir = Path(out_dir)
     name = model_params.name_or_path
     if name == TINY:
-        build_tiny_model(out_dir, seed=model_params.tiny.seed)
+        spec = model_params.tiny.spec()
+        build_tiny_model(out_dir, spec=spec, seed=model_params.tiny.seed)
         info = {
             "source": "tiny",
             "seed": model_params.tiny.seed,
-            "spec": TinyModelSpec().as_dict(),
+            "spec": spec.as_dict(),
             "load": ".",
         }
     else:

@@ -38,7 +38,7 @@ from videorft.trainer.grpo import (
     is_complete_checkpoint,
     last_complete_checkpoint,
     read_history,
-    remove_incomplete_checkpoints,
+    remove_checkpoints_after,
     train_grpo,
     truncate_history,
     vision_tower,
@@ -228,11 +228,17 @@ def test_only_complete_checkpoints_are_resumed(tmp_path: Path) -> None:
     assert get_last_checkpoint(str(tmp_path)).endswith("checkpoint-10")  # why we check
     assert is_complete_checkpoint(good)
     assert last_complete_checkpoint(tmp_path) == good
-    removed = remove_incomplete_checkpoints(tmp_path, good)
+    removed = remove_checkpoints_after(tmp_path, good)
     assert sorted(p.name for p in removed) == [
         "checkpoint-10", "checkpoint-4", "checkpoint-6", "checkpoint-8"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
     assert last_complete_checkpoint(tmp_path / "missing") is None
+    # A later complete checkpoint past a lowered step target is not resumed, and goes.
+    _checkpoint(tmp_path / "checkpoint-12", 12)
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-12"
+    assert last_complete_checkpoint(tmp_path, at_most=10) == good
+    assert last_complete_checkpoint(tmp_path, at_most=1) is None
+    assert [p.name for p in remove_checkpoints_after(tmp_path, good)] == ["checkpoint-12"]
 
 
 def test_history_is_cut_back_to_the_resumed_step(tmp_path: Path) -> None:
@@ -337,6 +343,30 @@ def test_a_finished_run_is_not_trained_again(reference: Path, tiny_project, monk
     # A larger step target is not "finished": it would train on.
     more = project_params(tmp_path, *OVERRIDES, "train.max_steps=8")
     assert finished_summary(more, reference / "models" / "checkpoints", trained) is None
+
+
+def test_a_lowered_step_target_never_trains_past_it(reference: Path, tiny_project,
+                                                    tmp_path: Path) -> None:
+    """After a 6-step run, max_steps 4 resumes from checkpoint-4 (not from 6, which would end
+    at once with 6 steps' weights) and the final model is checkpoint-4's."""
+    import torch
+    from safetensors.torch import load_file
+
+    root = tmp_path / "p"
+    shutil.copytree(reference, root)
+    params = project_params(root, *OVERRIDES, "train.max_steps=4")
+    checkpoints = root / "models" / "checkpoints"
+    summary = train_grpo(params, root, init_model=tiny_project[0] / "tiny-model",
+                         checkpoints_dir=checkpoints, out_dir=root / "models" / "trained",
+                         metrics_dir=root / "reports" / "train")
+    assert summary["global_step"] == 4
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-4"]
+    final = load_file(root / "models" / "trained" / "model.safetensors")
+    saved = load_file(reference / "models" / "checkpoints" / "checkpoint-4" / "model.safetensors")
+    six = load_file(reference / "models" / "trained" / "model.safetensors")
+    assert final.keys() == saved.keys()
+    assert all(torch.equal(final[k], saved[k]) for k in final)
+    assert not all(torch.equal(final[k], six[k]) for k in final)  # the check can fail
 
 
 def test_a_killed_run_resumes_where_its_checkpoint_left_off(

@@ -271,11 +271,13 @@ def is_complete_checkpoint(path: Path) -> bool:
     return any((path / name).is_file() for name in _WEIGHT_FILES)
 
 
-def last_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The highest-numbered complete ``checkpoint-N`` folder, or None."""
+def last_complete_checkpoint(checkpoints_dir: Path, at_most: int | None = None) -> Path | None:
+    """The highest-numbered complete ``checkpoint-N`` folder (with ``N <= at_most`` when
+    given: a run asked for fewer steps than a longer run saved), or None."""
     if not Path(checkpoints_dir).is_dir():
         return None
-    folders = [p for p in Path(checkpoints_dir).iterdir() if _checkpoint_step(p) is not None]
+    folders = [p for p in Path(checkpoints_dir).iterdir() if _checkpoint_step(p) is not None
+               and (at_most is None or _checkpoint_step(p) <= at_most)]
     for folder in sorted(folders, key=_checkpoint_step, reverse=True):
         if is_complete_checkpoint(folder):
             return folder
@@ -283,8 +285,9 @@ def last_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
     return None
 
 
-def remove_incomplete_checkpoints(checkpoints_dir: Path, keep: Path | None) -> list[Path]:
-    """Delete checkpoint folders newer than ``keep`` (incomplete by construction)."""
+def remove_checkpoints_after(checkpoints_dir: Path, keep: Path | None) -> list[Path]:
+    """Delete checkpoint folders newer than ``keep``: cut off while saving, or saved by a longer
+    run than ``train.max_steps`` now asks for (resuming one would train past the target)."""
     newest = _checkpoint_step(keep) if keep is not None else -1
     removed = []
     if Path(checkpoints_dir).is_dir():
@@ -731,10 +734,14 @@ def train_grpo(params: Params, root: Path, *, init_model: str | Path, checkpoint
         freeze_vision(model)
 
     with args.main_process_first(local=False, desc="checkpoint scan"):  # main cleans up first
-        resume = last_complete_checkpoint(checkpoints_dir)
+        target = params.train.max_steps if params.train.max_steps > 0 else None
+        resume = last_complete_checkpoint(checkpoints_dir, at_most=target)
+        if resume is not None and _checkpoint_step(resume) == target and args.deepspeed:
+            resume = None  # DeepSpeed cannot finish from a checkpoint without a step: redo
         if args.process_index == 0:
-            for folder in remove_incomplete_checkpoints(checkpoints_dir, resume):
-                log.warning("removed incomplete checkpoint %s", folder)
+            for folder in remove_checkpoints_after(checkpoints_dir, resume):
+                log.warning("removed checkpoint %s (incomplete, or past train.max_steps %s)",
+                            folder, params.train.max_steps)
     resumed_step = _checkpoint_step(resume) if resume is not None else None  # (may be rotated)
     if resume is not None:
         log.info("train: resuming from %s", resume)
@@ -747,7 +754,19 @@ def train_grpo(params: Params, root: Path, *, init_model: str | Path, checkpoint
         peft_config=lora_config(lora) if lora.enabled else None,
         callbacks=[callback, StableCheckpoints()],
     )
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    if resume is not None and resumed_step == target:
+        # Already at the target (max_steps lowered, or killed after its last checkpoint): the
+        # Trainer would still run one step past a target it resumes at, so finish from the
+        # checkpoint instead.
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(str(resume))
+        trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+        trainer.state.max_steps = target
+        if trainer.accelerator.is_main_process:
+            truncate_history(metrics_dir, target)
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     summary = _summary(trainer.state, params)
     facts = _run_facts(resume, resumed_step, time.monotonic() - started, callback.final_logs)
     _save_final(trainer, out_dir, summary)

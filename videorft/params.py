@@ -712,12 +712,7 @@ def update_params(
     doc = load_raw(path)
     before = to_plain(doc)
     if preset is not None:
-        presets = doc.get("presets") or {}
-        if preset not in presets:
-            raise ConfigError(
-                f"{path}: unknown preset {preset!r} (available: {', '.join(presets) or 'none'})"
-            )
-        _merge_into(doc, to_plain(presets[preset]))
+        _merge_into(doc, preset_overlay(doc, preset, path))
         doc["preset"] = preset
     for text in overrides:
         key, value = parse_override(text)
@@ -734,14 +729,19 @@ def update_params(
     return load_params(path)
 
 
+def preset_overlay(doc: Any, name: str, path: str | Path) -> dict[str, Any]:
+    """Preset ``name`` of the params document ``doc`` (read from ``path``), as plain data."""
+    presets = doc.get("presets") or {}
+    if name not in presets:
+        raise ConfigError(
+            f"{path}: unknown preset {name!r} (available: {', '.join(presets) or 'none'})")
+    return to_plain(presets[name])
+
+
 def preset_params(path: str | Path, name: str) -> Params:
     """The parameters `params apply NAME` would give, without writing anything."""
     raw = to_plain(load_raw(path))
-    presets = raw.get("presets") or {}
-    if name not in presets:
-        raise ConfigError(f"{path}: unknown preset {name!r} (available: "
-                          f"{', '.join(presets) or 'none'})")
-    return _validate({**deep_merge(raw, presets[name]), "preset": name},
+    return _validate({**deep_merge(raw, preset_overlay(raw, name, path)), "preset": name},
                      f"{path}: preset {name!r}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,7 @@ def stage_names(root: Path) -> tuple[str, ...]:
 
 
 def get_stage(name: str) -> StageFn:
-    if name not in stage_modules():
-        raise KeyError(f"unknown stage {name!r} (stages: {', '.join(sorted(stage_modules()))})")
+    _known(sorted(stage_modules()), name)
     return importlib.import_module(f"videorft.stages.{name}").run
 
 
@@ -58,9 +57,11 @@ def upstream_map(root: Path) -> dict[str, set[str]]:
         return {node.name: {up.name for up in nx.descendants(graph, node)} for node in graph.nodes}
 
 
-def _known(graph: dict[str, set[str]], stage: str) -> None:
-    if stage not in graph:
-        raise KeyError(f"dvc.yaml has no stage {stage!r}")
+def _known(stages: Iterable[str], stage: str) -> None:
+    """Refuse a stage name that is not among ``stages`` (naming them)."""
+    stages = list(stages)
+    if stage not in stages:
+        raise KeyError(f"unknown stage {stage!r} (stages: {', '.join(stages)})")
 
 
 def downstream(root: Path, stage: str) -> set[str]:
@@ -77,18 +78,13 @@ def upstream(root: Path, stage: str) -> set[str]:
     return graph[stage]
 
 
-def _listed(names: tuple[str, ...], stage: str) -> None:
-    if stage not in names:
-        raise KeyError(f"unknown stage {stage!r} (stages: {', '.join(names)})")
-
-
 def stages_to_run(root: Path, to_stage: str | None = None) -> list[str]:
     """The stages of a run, in DAG order: all, or ``to_stage`` and what it depends on (like
     ``dvc repro STAGE``)."""
     names = stage_names(root)
     if to_stage is None:
         return list(names)
-    _listed(names, to_stage)
+    _known(names, to_stage)
     wanted = {to_stage} | upstream(root, to_stage)
     return [name for name in names if name in wanted]
 
@@ -103,5 +99,5 @@ def stages_to_force(
         return set(names)
     if from_stage is None:
         return set()
-    _listed(names, from_stage)
+    _known(names, from_stage)
     return {from_stage} | downstream(root, from_stage)

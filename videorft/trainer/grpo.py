@@ -78,6 +78,7 @@ TASK_REWARD_METRIC = "rewards_per_task/{task}/mean"
 TASK_REWARD_PREFIX = "rewards_per_task/"
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+_TRAINER_STATE = "trainer_state.json"  # the Trainer writes it last into a checkpoint
 _WEIGHT_FILES = (
     "model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
     "pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin",
@@ -263,7 +264,7 @@ def is_complete_checkpoint(path: Path) -> bool:
     if step is None:
         return False
     try:
-        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        state = json.loads((path / _TRAINER_STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     if not isinstance(state, dict) or state.get("global_step") != step:
@@ -761,7 +762,7 @@ def train_grpo(params: Params, root: Path, *, init_model: str | Path, checkpoint
         from transformers import TrainerState
 
         trainer._load_from_checkpoint(str(resume))
-        trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+        trainer.state = TrainerState.load_from_json(str(resume / _TRAINER_STATE))
         trainer.state.max_steps = target
         if trainer.accelerator.is_main_process:
             truncate_history(metrics_dir, target)

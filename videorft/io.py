@@ -18,6 +18,9 @@ from typing import IO, Any
 
 from videorft.errors import DataValidationError, UnsafePathError
 
+#: Bytes per read when streaming a file (hashing, copying, downloading).
+CHUNK_BYTES = 1 << 20
+
 
 def _process_umask() -> int:
     mask = os.umask(0o022)
@@ -132,7 +135,7 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataValidationError(f"not UTF-8 text ({exc.reason})", file=str(path)) from None
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike, chunk_size: int = CHUNK_BYTES) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):

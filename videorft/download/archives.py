@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from videorft.errors import DataValidationError, DownloadError, UnsafePathError
-from videorft.io import check_relative_path, safe_join
+from videorft.io import CHUNK_BYTES, check_relative_path, safe_join
 
-_CHUNK = 1 << 20
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
 
 
@@ -154,6 +153,6 @@ def _extract_zip(archive: Path, out: Path, label: str, limits: ArchiveLimits) ->
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, _CHUNK)
+                shutil.copyfileobj(src, dst, CHUNK_BYTES)
             count += 1
     return count

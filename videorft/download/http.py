@@ -21,7 +21,7 @@ from videorft.download.staging import (
     verify_download,
 )
 from videorft.errors import DataValidationError, DownloadError
-from videorft.io import atomic_write_json, read_json
+from videorft.io import CHUNK_BYTES, atomic_write_json, read_json
 
 if TYPE_CHECKING:
     import requests
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 # RETRY_BACKOFF_S, then twice that, and so on. Module constants so tests can shorten them.
 HTTP_RETRIES = 4
 RETRY_BACKOFF_S = 0.5
-_CHUNK = 1 << 20
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -179,7 +178,7 @@ def _copy_stream(response: requests.Response, handle: IO[bytes], bar: tqdm) -> i
     import urllib3
 
     received = 0
-    chunks = response.raw.stream(_CHUNK, decode_content=False)
+    chunks = response.raw.stream(CHUNK_BYTES, decode_content=False)
     while True:
         try:
             chunk = next(chunks)

@@ -31,6 +31,7 @@ from typing import Any
 
 from videorft.errors import DataValidationError, StageError, UnsafePathError
 from videorft.io import (
+    CHUNK_BYTES,
     atomic_write_json,
     atomic_write_text,
     check_relative_path,
@@ -49,7 +50,6 @@ GENERATED = (CARD, METRICS, LINEAGE, MANIFEST)
 #: Pickled objects (training_args.bin, optimizer.pt, ...): unsafe to load, never packaged.
 EXCLUDED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 VERSION_LENGTH = 12
-_CHUNK = 1 << 20
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -107,7 +107,7 @@ def size_and_sha256_fs(fs: Any, path: str) -> tuple[int, str]:
     digest = hashlib.sha256()
     with fs.open(path, "rb") as handle:
         size = handle.size
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
     return size, digest.hexdigest()
 

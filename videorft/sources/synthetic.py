@@ -44,6 +44,7 @@ options) and, last, ``<folder>/annotations.jsonl`` (records with ids and video p
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import multiprocessing
 import os
@@ -847,18 +848,27 @@ def generate(config: SourceParams, folder: Path) -> None:
     (folder / ANNOTATIONS_FILE).unlink(missing_ok=True)
     (folder / GENERATOR_FILE).unlink(missing_ok=True)
     video_dir.mkdir(parents=True, exist_ok=True)
-    samples = list(_samples(options))
-    jobs = [(video_dir / f"{sample.native_id}.mp4", sample, options) for sample in samples]
-    workers = min(available_cpus(), len(jobs) // MIN_VIDEOS_PER_WORKER)
+    records: list[dict[str, Any]] = []
+
+    def jobs() -> Iterator[tuple[Path, _Sample, SyntheticOptions]]:
+        """Samples one at a time (each holds its frames' background), recorded as they go."""
+        for sample in _samples(options):
+            records.append(_record(sample, options))
+            yield video_dir / f"{sample.native_id}.mp4", sample, options
+
+    total = sum(options.count(task) for task in options.tasks)
+    workers = min(available_cpus(), total // MIN_VIDEOS_PER_WORKER)
     if workers > 1:  # each video stands alone: same bytes whichever process encodes it
         context = multiprocessing.get_context("spawn")  # never fork a threaded parent
+        pending = jobs()
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for _ in pool.map(_write_video, jobs, chunksize=MIN_VIDEOS_PER_WORKER // 4):
-                pass
+            # A bounded batch at a time: Executor.map takes its whole input at once.
+            while batch := list(itertools.islice(pending, workers * MIN_VIDEOS_PER_WORKER)):
+                for _ in pool.map(_write_video, batch, chunksize=MIN_VIDEOS_PER_WORKER // 4):
+                    pass
     else:
-        for job in jobs:
+        for job in jobs():
             _write_video(job)
-    records = [_record(sample, options) for sample in samples]
     names = {PurePosixPath(r["video"]).name for r in records}
     for path in video_dir.iterdir():
         stale_video = _VIDEO_NAME.match(path.name) and path.name not in names

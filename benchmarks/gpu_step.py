@@ -7,8 +7,10 @@ bfloat16, at the paper's budget: G = 8 completions of one prompt per step, a 16-
 420 x 420 frames (8 x 15 x 15 = 1,800 video tokens, the 3584 x 28 x 28 pixel budget), and
 completions of exactly ``--completion`` tokens (``min_new_tokens`` = cap: random weights never
 stop early). Full fine-tuning, AdamW, gradient checkpointing (non-reentrant), beta 0.04 (so a
-reference pass runs), SDPA attention. Each configuration (shared prompt on / off x each
-completion length) runs ``--warmup`` untimed steps and ``--steps`` timed ones.
+reference pass runs), SDPA attention. Each configuration (completion length x generation,
+eager or compiled, x shared prompt on / off) runs ``--warmup`` untimed steps and ``--steps``
+timed ones. ``--zero3`` runs the same steps under DeepSpeed ZeRO-3 in one process instead (toy
+sizes, float32) and compares the first policy log-probs with the shared prompt on and off.
 
 Printed per configuration: seconds per step and per phase (generation; log-prob passes without
 grad, i.e. reference/old policy; policy forward; backward; optimizer; the rest), generated
@@ -22,20 +24,21 @@ attention-score FLOPs and checkpointing's recomputation are not counted. Peak: 9
 Tokenizer and processor: the project's offline Qwen2 tokenizer (the embedded tiny model's,
 same pre-tokenizer and chat template, a smaller vocabulary), with the 7B's 152,064-row
 embedding: sampled ids beyond the tokenizer decode to nothing, which changes no tensor shape.
-The reference model is a copy of the random policy (TRL would re-load it from the policy's
-folder, which a random model does not have).
+The reference model is the random policy built again from the same seed (TRL would re-load it
+from the policy's folder, which a random model does not have).
 
 Run (GPU): python benchmarks/gpu_step.py --out DIR        # ~6 min on an H200
-Run (CPU, toy sizes, what the test runs): python benchmarks/gpu_step.py --tiny
+     python benchmarks/gpu_step.py --completion 256 --shared on --generation eager compiled
+     python benchmarks/gpu_step.py --zero3                  # DeepSpeed ZeRO-3, toy sizes
+Run (CPU, toy sizes, what the tests run): python benchmarks/gpu_step.py --tiny [--zero3]
 Results: one JSON per configuration under ``--out`` (written as each finishes) and a last line
-``gpu_seconds_per_prompt_group: X`` (shared prompt, shortest completion cap).
+``gpu_seconds_per_prompt_group: X`` (the fastest configuration at the shortest cap).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import gc
 import json
 import sys
@@ -86,6 +89,11 @@ TINY: dict[str, dict[str, Any]] = {
 PAPER = {"frames": 16, "side": 420, "fps": 2.0}  # 16 x 420 x 420 ~ 3584 x 28 x 28 pixels
 TINY_VIDEO = {"frames": 4, "side": 56, "fps": 2.0}
 QUESTION = "When does the red circle appear? Answer with <answer>start to end</answer>."
+
+
+def question(extra_words: int) -> str:
+    """The benchmark's question, ``extra_words`` words longer."""
+    return QUESTION if not extra_words else f"{QUESTION} {' '.join(['please'] * extra_words)}"
 
 
 def build_processor() -> Any:
@@ -150,6 +158,8 @@ class PhaseClock:
         # tokens (each group's prompt once, plus its completions) and videos (once per group).
         self.useful_tokens = 0
         self.useful_videos = 0
+        # The first policy pass's per-token log-probs (the ZeRO-3 check compares them).
+        self.first_policy_logps: torch.Tensor | None = None
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -191,7 +201,10 @@ def instrument(trainer: Any, clock: PhaseClock, group: int) -> None:
         clock.useful_tokens += (prompt + completions) * units
         clock.useful_videos += input_ids.size(0) // group * units
         with clock.phase("policy forward" if grad else "log-probs without grad"):
-            return logps(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+            out = logps(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        if grad and clock.first_policy_logps is None:
+            clock.first_policy_logps = out[0].detach().float().cpu()
+        return out
 
     def timed_backward(*args: Any, **kwargs: Any) -> Any:
         with clock.phase("backward"):
@@ -222,16 +235,28 @@ def instrument(trainer: Any, clock: PhaseClock, group: int) -> None:
 
 def parameter_counts(model: Any) -> tuple[int, int]:
     """(language-model parameters without the embedding table, vision-tower parameters)."""
-    vision = sum(p.numel() for p in model.model.visual.parameters())
-    embedding = model.get_input_embeddings().weight.numel()
-    return sum(p.numel() for p in model.parameters()) - vision - embedding, vision
+
+    def count(param: torch.Tensor) -> int:
+        return int(getattr(param, "ds_numel", param.numel()))  # ZeRO-3: the unsharded size
+
+    vision = sum(count(p) for p in model.model.visual.parameters())
+    embedding = count(model.get_input_embeddings().weight)
+    return sum(count(p) for p in model.parameters()) - vision - embedding, vision
 
 
 def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], processor: Any,
                shared: bool, completion: int, groups: int, warmup: int, steps: int,
                device: torch.device, dtype: torch.dtype, peak_tflops: float,
-               checkpointing: bool = True) -> dict[str, Any]:
-    """Build model + trainer, run warm-up and timed steps, return the measurements."""
+               checkpointing: bool = True, compiled: bool = False,
+               deepspeed: str | None = None, varied_prompts: bool = False) -> dict[str, Any]:
+    """Build model + trainer, run warm-up and timed steps, return the measurements.
+
+    ``compiled``: static KV cache and the decoding step compiled with CUDA graphs (the
+    trainer's ``compile_generation``; on CPU only the static cache). ``deepspeed``: a DeepSpeed
+    config file for the Trainer (the ZeRO-3 check). ``varied_prompts``: step i's question
+    carries i extra words, so every step has a new prompt length (as real data does), which a
+    compiled decoding step must handle without compiling again each time.
+    """
     import trl.trainer.grpo_trainer as grpo_module
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -240,10 +265,9 @@ def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], proce
 
     from videorft.trainer import VideoGRPOTrainer
 
-    model = build_model(sizes, processor.tokenizer, dtype, device)
-    text_params, vision_params = parameter_counts(model)
     rows = [{"prompt": [{"role": "user", "content": [{"type": "video"},
-                                                     {"type": "text", "text": QUESTION}]}],
+                                                     {"type": "text", "text": question(
+                                                         i if varied_prompts else 0)}]}],
              "video_seed": i} for i in range(warmup + steps)]
     bf16 = dtype == torch.bfloat16
     with tempfile.TemporaryDirectory() as scratch:
@@ -252,19 +276,27 @@ def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], proce
             gradient_accumulation_steps=1, max_steps=warmup + steps, learning_rate=1e-6,
             beta=0.04, temperature=1.0, max_completion_length=completion,
             generation_kwargs={"min_new_tokens": completion}, bf16=bf16,
+            cache_implementation="static" if compiled else None, deepspeed=deepspeed,
             use_cpu=device.type == "cpu", activation_checkpointing=checkpointing,
             activation_checkpointing_kwargs={"use_reentrant": False}, logging_steps=1,
             save_strategy="no", report_to=[], remove_unused_columns=False, seed=0,
             dataloader_num_workers=0, shuffle_dataset=False, disable_tqdm=True,
         )
-        # TRL re-loads the reference from the policy's folder; a random policy has none.
+        # After the arguments, as in training: with ZeRO-3 they make the model load sharded.
+        model = build_model(sizes, processor.tokenizer, dtype, device)
+        text_params, vision_params = parameter_counts(model)
+        # TRL re-loads the reference from the policy's folder; a random policy has none. The
+        # same seed builds the same weights (a copy of a ZeRO-3 model would copy its shards'
+        # empty placeholders).
         original = grpo_module.create_model_from_path
-        grpo_module.create_model_from_path = lambda *_, policy=model, **__: copy.deepcopy(policy)
+        grpo_module.create_model_from_path = lambda *_, **__: build_model(
+            sizes, processor.tokenizer, dtype, device)
         try:
             trainer = VideoGRPOTrainer(
                 model=model, args=args, reward_funcs=[length_reward],
                 train_dataset=Dataset.from_list(rows), processing_class=processor,
-                video_loader=video_loader(video), shared_prompt=shared)
+                video_loader=video_loader(video), shared_prompt=shared,
+                compile_generation=compiled)
         finally:
             grpo_module.create_model_from_path = original
         trainer.remove_callback(PrinterCallback)  # one line per configuration, not per step
@@ -297,6 +329,7 @@ def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], proce
     generated = float(np.mean(lengths)) * groups if lengths else 0.0
     result = {
         "shared_prompt": shared, "completion_cap": completion, "groups": groups,
+        "generation": "compiled" if compiled else "eager", "deepspeed": deepspeed,
         # Same seed, same first batch: both paths must give the same first step.
         "first_step": {"loss": logs[0]["loss"], "grad_norm": logs[0]["grad_norm"]},
         "timed_steps": steps, "video_tokens": prompt_video_tokens,
@@ -310,8 +343,10 @@ def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], proce
         "logprob_backward_mfu": flops / pass_seconds / (peak_tflops * 1e12) if pass_seconds
         else 0.0,
         "gpu_seconds_per_prompt_group": seconds.get("step", 0.0) / 1,  # 1 group per step, 1 GPU
+        "first_policy_logps": clock.first_policy_logps,  # not written to the JSON
     }
     del trainer, model
+    torch._dynamo.reset()  # compiled generation: drop its graphs (and their memory pools)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -321,9 +356,28 @@ def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], proce
 def report(result: dict[str, Any]) -> str:
     phases = ", ".join(f"{k} {v:.2f}" for k, v in result["phase_seconds"].items())
     return (f"shared_prompt={result['shared_prompt']!s:<5} cap={result['completion_cap']:<5} "
-            f"{result['seconds_per_step']:.2f} s/step ({phases}); generated "
-            f"{result['generated_tokens_per_s']:.0f} tok/s; peak {result['peak_memory_gib']:.1f} "
-            f"GiB; log-prob/backward MFU {100 * result['logprob_backward_mfu']:.1f}%")
+            f"{result['generation']:<8} {result['seconds_per_step']:.2f} s/step ({phases}); "
+            f"generated {result['generated_tokens_per_s']:.0f} tok/s; peak "
+            f"{result['peak_memory_gib']:.1f} GiB; log-prob/backward MFU "
+            f"{100 * result['logprob_backward_mfu']:.1f}%")
+
+
+def result_tag(result: dict[str, Any]) -> str:
+    """File name part of a configuration: shared-256, plain-1024-compiled, zero3-shared-256."""
+    parts = ["zero3"] if result["deepspeed"] else []
+    parts += ["shared" if result["shared_prompt"] else "plain", str(result["completion_cap"])]
+    if result["generation"] != "eager":
+        parts.append(result["generation"])
+    return "-".join(parts)
+
+
+def zero3_environment() -> None:
+    """One-process torch.distributed settings, so DeepSpeed starts without a launcher."""
+    import os
+
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511"}.items():
+        os.environ.setdefault(key, value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,6 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="toy sizes on CPU (the test's run)")
     parser.add_argument("--completion", type=int, nargs="+", default=None,
                         help="completion caps to run (default 256 1024; --tiny: 8)")
+    parser.add_argument("--generation", nargs="+", choices=("eager", "compiled"),
+                        default=["eager"], help="eager: TRL's decoding (dynamic cache); "
+                        "compiled: static cache, decoding step compiled with CUDA graphs")
+    parser.add_argument("--shared", nargs="+", choices=("on", "off"), default=["on", "off"],
+                        help="shared prompt settings to run")
+    parser.add_argument("--varied-prompts", action="store_true",
+                        help="a new prompt length at every step (real data), instead of one")
+    parser.add_argument("--zero3", action="store_true",
+                        help="DeepSpeed ZeRO-3 check instead: toy sizes in float32 on one "
+                        "device, shared on vs off; compares the first policy log-probs")
     parser.add_argument("--groups", type=int, default=8, help="completions per prompt (G)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per configuration")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration")
@@ -341,38 +405,65 @@ def main(argv: list[str] | None = None) -> int:
     if not args.tiny and device.type != "cuda":
         print("gpu_step: no CUDA device; use --tiny for the CPU run", file=sys.stderr)
         return 1
-    sizes, video = (TINY, TINY_VIDEO) if args.tiny else (QWEN25_VL_7B, PAPER)
-    dtype = torch.float32 if args.tiny else torch.bfloat16
-    caps = args.completion or ([8] if args.tiny else [256, 1024])
+    sizes, video = (TINY, TINY_VIDEO) if args.tiny or args.zero3 else (QWEN25_VL_7B, PAPER)
+    dtype = torch.float32 if args.tiny or args.zero3 else torch.bfloat16
+    caps = args.completion or ([8] if args.tiny or args.zero3 else [256, 1024])
+    deepspeed = None
+    if args.zero3:
+        zero3_environment()
+        deepspeed = str(Path(__file__).resolve().parents[1] / "configs/deepspeed/zero3.json")
+        args.shared, args.generation = ["on", "off"], ["eager"]
     processor = build_processor()
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name}; torch {torch.__version__}; G={args.groups}; video "
           f"{video['frames']} x {video['side']} x {video['side']}; {args.warmup} warm-up + "
-          f"{args.steps} timed steps per configuration", flush=True)
+          f"{args.steps} timed steps per configuration"
+          f"{'; DeepSpeed ZeRO-3' if deepspeed else ''}", flush=True)
     results = []
     for cap in caps:
-        for shared in (True, False):
-            began = time.perf_counter()
-            result = run_config(sizes=sizes, video=video, processor=processor, shared=shared,
-                                completion=cap, groups=args.groups, warmup=args.warmup,
-                                steps=args.steps, device=device, dtype=dtype,
-                                peak_tflops=args.peak_tflops)
-            result["wall_seconds"] = time.perf_counter() - began
-            results.append(result)
-            print(report(result), flush=True)
-            if args.out:
-                tag = f"{'shared' if shared else 'plain'}-{cap}"
-                (args.out / f"gpu_step-{tag}.json").write_text(json.dumps(result, indent=1))
+        for generation in args.generation:
+            for shared in (mode == "on" for mode in args.shared):
+                began = time.perf_counter()
+                result = run_config(sizes=sizes, video=video, processor=processor,
+                                    shared=shared, completion=cap, groups=args.groups,
+                                    warmup=args.warmup, steps=args.steps, device=device,
+                                    dtype=dtype, peak_tflops=args.peak_tflops,
+                                    compiled=generation == "compiled", deepspeed=deepspeed,
+                                    varied_prompts=args.varied_prompts)
+                result["wall_seconds"] = time.perf_counter() - began
+                results.append(result)
+                print(report(result), flush=True)
+                if args.out:
+                    written = {k: v for k, v in result.items() if k != "first_policy_logps"}
+                    (args.out / f"gpu_step-{result_tag(result)}.json").write_text(
+                        json.dumps(written, indent=1))
     for cap in caps:
-        pair = {r["shared_prompt"]: r for r in results if r["completion_cap"] == cap}
-        print(f"cap {cap}: whole_step_speedup (plain / shared): "
-              f"{pair[False]['seconds_per_step'] / pair[True]['seconds_per_step']:.2f}")
-        print(f"cap {cap}: first step, shared {pair[True]['first_step']} / plain "
-              f"{pair[False]['first_step']}")
-    first = next(r for r in results if r["shared_prompt"] and r["completion_cap"] == caps[0])
-    print(f"gpu_seconds_per_prompt_group: {first['gpu_seconds_per_prompt_group']:.2f}")
+        for generation in args.generation:
+            pair = {r["shared_prompt"]: r for r in results
+                    if r["completion_cap"] == cap and r["generation"] == generation}
+            if len(pair) < 2:
+                continue
+            print(f"cap {cap} {generation}: whole_step_speedup (plain / shared): "
+                  f"{pair[False]['seconds_per_step'] / pair[True]['seconds_per_step']:.2f}")
+            print(f"cap {cap} {generation}: first step, shared {pair[True]['first_step']} / "
+                  f"plain {pair[False]['first_step']}")
+            on, off = pair[True]["first_policy_logps"], pair[False]["first_policy_logps"]
+            if on is not None and off is not None and on.shape == off.shape:
+                print(f"cap {cap} {generation}: first policy log-probs, shared vs plain: "
+                      f"max |diff| {float((on - off).abs().max()):.2e}")
+    if len(args.generation) > 1:
+        for cap in caps:
+            for shared in (mode == "on" for mode in args.shared):
+                by = {r["generation"]: r for r in results
+                      if r["completion_cap"] == cap and r["shared_prompt"] == shared}
+                print(f"cap {cap} shared_prompt={shared}: compiled_generation_speedup "
+                      f"(eager / compiled step): "
+                      f"{by['eager']['seconds_per_step'] / by['compiled']['seconds_per_step']:.2f}")
+    best = min((r for r in results if r["completion_cap"] == caps[0]),
+               key=lambda r: r["seconds_per_step"])
+    print(f"gpu_seconds_per_prompt_group: {best['gpu_seconds_per_prompt_group']:.2f}")
     return 0
 
 

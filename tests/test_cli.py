@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.servers import free_port
 from videorft.cli import app
 from videorft.params import load_params
 
@@ -157,7 +158,6 @@ def test_status_with_a_corrupt_lock_or_no_params_is_one_line(tmp_path: Path) -> 
 def test_a_stage_exits_75_only_when_a_retry_may_help(tmp_path: Path, monkeypatch) -> None:
     """`videorft stage` (what dvc.yaml runs) exits with EXIT_TRANSIENT for a network failure
     and 1 for bad input, and repro_stage reads DVC's report of that status."""
-    import socket
 
     from videorft.download import http as http_source
     from videorft.errors import EXIT_TRANSIENT
@@ -165,9 +165,7 @@ def test_a_stage_exits_75_only_when_a_retry_may_help(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(http_source, "RETRY_BACKOFF_S", 0.0)
     root = _project(tmp_path)
-    with socket.socket() as sock:  # a port nobody listens on: connection refused
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # connection refused
     apply = ["params", "apply", "--root", str(root), "--set",
              f"download.sources=[{{name: web, type: charades_sta, uri: "
              f"'http://127.0.0.1:{port}/set.zip', annotation: a.txt}}]"]

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_PRESET
+from tests.servers import free_port
 from tests.test_pipeline_e2e import SMALL
 from videorft.errors import UnsafePathError
 from videorft.params import update_params
@@ -77,11 +77,6 @@ def _env(home: Path, api_url: str | None = None, **extra: str) -> dict[str, str]
         env["PREFECT_API_URL"] = api_url
     return env
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Background:
@@ -230,7 +225,7 @@ def test_pipeline_trains_on_gpu_pool_through_deployment(
     tmp_path: Path, background: Background, s3_server
 ) -> None:
     started = time.monotonic()
-    api_url = f"http://127.0.0.1:{_free_port()}/api"
+    api_url = f"http://127.0.0.1:{free_port()}/api"
     # The GPU worker's own checkout: no data, no DVC cache; it gets everything through the
     # deployment's parameters and the remote.
     worker_checkout = _checkout(tmp_path / "gpu-box")

@@ -9,7 +9,6 @@ import hashlib
 import io
 import os
 import re
-import socket
 import stat
 import tarfile
 import zipfile
@@ -253,9 +252,9 @@ def test_http_gives_up_after_the_retries(http_server: FileServer, tmp_path: Path
 
 
 def test_http_connection_refused(tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from tests.servers import free_port
+
+    port = free_port()
     url = f"http://127.0.0.1:{port}/clip.bin"
 
     with pytest.raises(DownloadError, match=rf"{re.escape(url)}: download failed after 5 attempts"):

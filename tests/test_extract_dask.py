@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import pytest
 from distributed import Client, LocalCluster
 from PIL import Image
 
+from tests.servers import free_port
 from tests.test_extract import (
     CFG,
     code_frame,
@@ -184,9 +184,7 @@ def test_explicit_scheduler_address(library, reference, tmp_path):
 
 def test_unreachable_scheduler_is_a_clear_error(library, tmp_path, monkeypatch):
     monkeypatch.setattr(extract, "DASK_CONNECT_TIMEOUT_S", 1.0)
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     store = tmp_path / "store"
     started = time.monotonic()
     with pytest.raises(StageError) as info:

@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,7 +44,7 @@ import psutil
 import pytest
 
 from tests.conftest import DATA_STAGES, TEST_PRESET
-from tests.servers import S3_ENV
+from tests.servers import S3_ENV, free_port
 from tests.test_pipeline_e2e import ROOT, SMALL, _env
 from videorft.params import update_params
 from videorft.pipeline.lockfile import locked_stages, read_lock, write_lock
@@ -304,9 +303,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import httpx
 
     home = tmp_path_factory.mktemp("prefect-server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = _env(home)
     env.pop("PREFECT_API_URL", None)

@@ -308,3 +308,15 @@ def test_trainer_shared_matches_plain(model_dir: Path, tmp_path: Path) -> None:
     loss = [e["loss"] for e in shared.state.log_history if "loss" in e]
     plain_loss = [e["loss"] for e in plain.state.log_history if "loss" in e]
     assert loss == pytest.approx(plain_loss, rel=1e-4, abs=1e-6)
+
+
+def test_checkpointing_toggles_leave_one_input_grad_hook(model_dir: Path, tmp_path: Path) -> None:
+    """TRL switches gradient checkpointing off and on around generation and the no-grad passes;
+    each switch-on registers an input-embedding hook in transformers 5.24. The trainer keeps
+    one, so forwards do not slow down step after step and a compiled decoding step is not
+    compiled again at every step."""
+    trainer = _train(model_dir, tmp_path, shared=True)
+    embeddings = trainer.model.get_input_embeddings()
+    hooks = [h for h in embeddings._forward_hooks.values()
+             if getattr(h, "__name__", "") == "make_inputs_require_grads"]
+    assert trainer.args.gradient_checkpointing and len(hooks) == 1

@@ -405,6 +405,17 @@ class TrainParams(_Section):
         description="Run each group's prompt (video) once per log-prob pass and share its KV "
         "cache across the G completions; false: TRL's plain per-completion passes.",
     )
+    cache_implementation: Literal["dynamic", "static"] = Field(
+        "dynamic",
+        description="KV cache of generation. static: preallocated to prompt + "
+        "max_completion_length, which compile_generation needs.",
+    )
+    compile_generation: bool = Field(
+        False,
+        description="Compile generation's decoding step with CUDA graphs (torch.compile, "
+        "reduce-overhead; GPU only, needs cache_implementation: static). TRL turns it off; "
+        "each new prompt length compiles again, so it pays when prompts share a length.",
+    )
     sources: list[str] | None = Field(
         None, min_length=1, description="Train on the train split of these sources only "
         "(download.sources names); null: all."
@@ -440,6 +451,9 @@ class TrainParams(_Section):
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a "
                 f"multiple of num_generations ({self.num_generations}), so that every prompt's "
                 "group of completions lies whole on one device")
+        if self.compile_generation and self.cache_implementation != "static":
+            raise ValueError("compile_generation needs cache_implementation: static (a dynamic "
+                             "cache grows every step, so its graph cannot be captured)")
         return self
 
 

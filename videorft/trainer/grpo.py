@@ -95,7 +95,7 @@ def grpo_config(params: Params, output_dir: Path) -> Any:
     config that makes ``from_pretrained`` shard the weights as they load. The ``train`` fields
     that are no GRPOConfig field act elsewhere: ``freeze_vision``, ``lora`` and
     ``reward_weights`` in :func:`train_grpo`, ``num_processes``/``accelerate_config`` at launch
-    (stage ``train``), ``shared_prompt`` on the trainer.
+    (stage ``train``), ``shared_prompt`` and ``compile_generation`` on the trainer.
     """
     import torch
     from trl import GRPOConfig
@@ -112,6 +112,8 @@ def grpo_config(params: Params, output_dir: Path) -> Any:
         temperature=t.temperature,
         top_p=t.top_p,
         max_completion_length=t.max_completion_length,
+        cache_implementation=None if t.cache_implementation == "dynamic" else
+        t.cache_implementation,
         num_iterations=t.num_iterations,
         # optimisation
         learning_rate=t.learning_rate,
@@ -752,6 +754,7 @@ def train_grpo(params: Params, root: Path, *, init_model: str | Path, checkpoint
         model=model, args=args, processing_class=processor, reward_funcs=reward_funcs,
         train_dataset=to_hf_dataset(rows), video_loader=loader,
         shared_prompt=params.train.shared_prompt,
+        compile_generation=params.train.compile_generation,
         peft_config=lora_config(lora) if lora.enabled else None,
         callbacks=[callback, StableCheckpoints()],
     )

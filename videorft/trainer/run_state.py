@@ -28,6 +28,7 @@ FINGERPRINT_FILE = "run_fingerprint.json"
 EXECUTION_ONLY: frozenset[str] = frozenset({
     "max_steps", "num_train_epochs", "save_steps", "save_total_limit", "logging_steps",
     "num_processes", "accelerate_config", "gradient_checkpointing", "shared_prompt",
+    "cache_implementation", "compile_generation",
 })
 
 

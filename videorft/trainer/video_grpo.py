@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from transformers import PreTrainedModel
 from trl import GRPOTrainer
 from trl.data_utils import is_conversational
 
@@ -156,18 +157,40 @@ def _as_uint8(frames: Any, index: int) -> np.ndarray:
     return array
 
 
+def _keep_one_input_grad_hook(model: PreTrainedModel) -> None:
+    """Make ``model.enable_input_require_grads`` replace its hook instead of adding one more.
+
+    Why: with gradient checkpointing, TRL turns checkpointing off and on around generation and
+    around the log-prob passes without grad, and transformers 5.24 registers a new forward hook
+    on the input embeddings at every enable (its disable removes them only under PEFT): two
+    more hooks per step, all of which run in every forward, decoding steps included. They also
+    change the module's hook count, which a compiled decoding step guards on, so it would
+    compile again at every step. Instance attribute only: the class stays untouched.
+    """
+    enable = model.enable_input_require_grads
+
+    def enable_once() -> None:
+        model.disable_input_require_grads()  # removes the hooks of the previous enable
+        enable()
+
+    model.enable_input_require_grads = enable_once
+
+
 class VideoGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose generation and log-prob passes (policy, old, reference) see the video.
 
     Args are ``GRPOTrainer``'s plus ``video_loader`` (row -> (frames, fps); default
     :func:`row_video`) and ``shared_prompt`` (default True: log-prob passes run each group's
     prompt and video once, see :mod:`videorft.trainer.shared_prompt`; False: one full forward
-    per sample). Only the local ``transformers.generate`` path is supported: vLLM,
-    tools/environments, ``rollout_func`` and mixing images with videos raise.
+    per sample) and ``compile_generation`` (default False: TRL's eager decoding; True: the
+    decoding step is compiled with CUDA graphs, see :meth:`_enable_compiled_generation`). Only
+    the local ``transformers.generate`` path is supported: vLLM, tools/environments,
+    ``rollout_func`` and mixing images with videos raise.
     """
 
     def __init__(self, *args: Any, video_loader: VideoLoader = row_video,
-                 shared_prompt: bool = True, **kwargs: Any) -> None:
+                 shared_prompt: bool = True, compile_generation: bool = False,
+                 **kwargs: Any) -> None:
         self.shared_prompt = shared_prompt
         super().__init__(*args, **kwargs)
         # transformers 5.24 reads the activation_* names (gradient_* are deprecated aliases).
@@ -196,6 +219,28 @@ class VideoGRPOTrainer(GRPOTrainer):
             suppress.append(self._video_pad_token_id)
         self.generation_config.suppress_tokens = suppress
         self.generation_kwargs["suppress_tokens"] = suppress
+        if compile_generation:
+            self._enable_compiled_generation()
+        for module in self.model.modules():
+            if isinstance(module, PreTrainedModel):
+                _keep_one_input_grad_hook(module)
+
+    def _enable_compiled_generation(self) -> None:
+        """Undo TRL's ``disable_compile``: ``generate`` then compiles the decoding step.
+
+        Why: on a GPU, eager decoding of a 7B model is bound by kernel launches and Python
+        (~34 ms per token for 8 sequences on an H200, docs/research/gpu-step.md), not by the
+        chip; a compiled step replayed as a CUDA graph removes most of that. transformers
+        compiles only with a static cache (fixed shapes) and only on accelerators, so on CPU
+        this changes nothing. Each new (batch, prompt length) shape compiles once more.
+        """
+        from transformers import CompileConfig
+
+        if self.generation_config.cache_implementation != "static":
+            raise ValueError("compile_generation needs a static cache: set GRPOConfig's "
+                             "cache_implementation='static'")
+        self.generation_config.disable_compile = False
+        self.generation_config.compile_config = CompileConfig(mode="reduce-overhead")
 
     # ----------------------------------------------------------------------------- data
 

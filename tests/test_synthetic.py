@@ -547,14 +547,14 @@ def test_canonical_options_fix_the_order_and_balance_the_answers(tmp_path: Path)
     """`canonical_options`: every question lists the same options in the same order, the
     letter always names the same answer (the one the video shows), letters stay balanced."""
     config = _config(samples_per_task={"temporal_grounding": 0, "tracking": 0,
-                                       "grounded_qa": 8, "mcq": 16},
-                     gqa_questions=["shape"], canonical_options=True)
+                                       "grounded_qa": 16, "mcq": 16},
+                     canonical_options=True)
     synthetic.generate(config, tmp_path / "synth")
     records = list(synthetic.parse(config, tmp_path / "synth", tmp_path))
-    shown = {"shape": lambda m: m["shape"], "direction": lambda m: m["direction"],
-             "count": lambda m: str(m["count"])}
-    canonical = {"shape": list(SHAPES), "direction": list(synthetic.DIRECTIONS),
-                 "count": ["1", "2", "3", "4"]}
+    shown = {"shape": lambda m: m["shape"], "colour": lambda m: m["colour"],
+             "direction": lambda m: m["direction"], "count": lambda m: str(m["count"])}
+    canonical = {"shape": list(SHAPES), "colour": list(synthetic.CANONICAL_COLOURS),
+                 "direction": list(synthetic.DIRECTIONS), "count": ["1", "2", "3", "4"]}
     for record in records:
         qtype = record["meta"]["question_type"]
         options = record["inputs"]["options"]
@@ -562,21 +562,21 @@ def test_canonical_options_fix_the_order_and_balance_the_answers(tmp_path: Path)
         answer = options[OPTION_LETTERS.index(record["solution"]["answer"])]
         assert answer == shown[qtype](record["meta"]), record["id"]
     letters = Counter((r["task"], r["solution"]["answer"]) for r in records)
-    assert letters == {**{("grounded_qa", x): 2 for x in "ABCD"},
+    assert letters == {**{("grounded_qa", x): 4 for x in "ABCD"},
                        **{("mcq", x): 4 for x in "ABCD"}}
     assert Counter(r["meta"]["question_type"] for r in records) == {
-        "shape": 8, "direction": 8, "count": 8}
-    gqa = [r for r in records if r["task"] == "grounded_qa"]
-    assert all(name.split()[-1] != r["meta"]["shape"]  # the answer names one shape on screen
-               for r in gqa for name in r["meta"]["distractors"])
+        "shape": 8, "colour": 8, "direction": 8, "count": 8}
+    for r in (r for r in records if r["task"] == "grounded_qa"):
+        # The answer names one thing on screen: no distractor has the target's shape or colour.
+        for name in r["meta"]["distractors"]:
+            colour, shape = name.split()
+            assert shape != r["meta"]["shape"] and colour != r["meta"]["colour"], r["id"]
 
 
-def test_question_types_are_chosen_and_colour_refuses_canonical_options(tmp_path: Path) -> None:
+def test_question_types_are_chosen_in_turn(tmp_path: Path) -> None:
     config = _config(samples_per_task={"temporal_grounding": 0, "tracking": 0,
                                        "grounded_qa": 4, "mcq": 4},
                      gqa_questions=["colour"], mcq_questions=["count"])
     synthetic.generate(config, tmp_path / "synth")
     records = list(synthetic.parse(config, tmp_path / "synth", tmp_path))
     assert Counter(r["meta"]["question_type"] for r in records) == {"colour": 4, "count": 4}
-    with pytest.raises(ConfigError, match="colour questions cannot use it"):
-        synthetic.load_options(_config(canonical_options=True))

@@ -102,6 +102,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (170, 50, 210),
     "cyan": (40, 205, 215),
 }
+#: The colour options of ``canonical_options``, in their fixed order (the first four colours).
+CANONICAL_COLOURS = tuple(COLOURS)[:4]
 SHAPES = ("circle", "square", "triangle", "diamond")
 DIRECTIONS = ("left", "right", "up", "down")
 
@@ -167,10 +169,9 @@ class SyntheticOptions(BaseModel):
     canonical_options: bool = Field(
         False,
         description="List every question's options in one fixed order (the four shapes, the "
-        "four directions, the counts 1-4) and pick the answer to match its balanced letter, so "
-        "a letter always names the same answer: a small model then learns the scene instead "
-        "of reading the options. Colour questions keep shuffled options and are refused "
-        "with it.",
+        "first four colours, the four directions, the counts 1-4) and pick the answer to match "
+        "its balanced letter, so a letter always names the same answer: a small model then "
+        "learns the scene instead of reading the options.",
     )
     span_grid_s: float | None = Field(
         None, gt=0, description="Appearances (temporal grounding, grounded QA) start and end on "
@@ -224,10 +225,6 @@ class SyntheticOptions(BaseModel):
             raise ValueError(f"an appearance of min_span_s ({self.min_span_s}) with "
                              f"span_margin_s ({self.span_margin_s}) on both sides does not fit "
                              f"in min_duration_s ({self.min_duration_s})")
-        if self.canonical_options and "colour" in self.gqa_questions:
-            raise ValueError("canonical_options lists the four shapes, directions or counts; "
-                             "colour questions cannot use it (drop `colour` from "
-                             "gqa_questions)")
         if not any(self.count(task) for task in self.tasks):
             raise ValueError("no samples to generate: every selected task has a count of 0")
         if any(n < 0 for n in self.held_out.values()):
@@ -657,13 +654,14 @@ def _grounded_qa(sc: _Scene, index: int, position: int | None) -> _Sample:
     questions = sc.options.gqa_questions
     qtype = questions[index % len(questions)]
     canonical = sc.options.canonical_options
-    if canonical:  # the answer is the shape whose letter is due; kinds stay distinct
-        wanted = SHAPES[position]
-        if wanted in kinds:
-            swap = kinds.index(wanted)
-            kinds[0], kinds[swap] = kinds[swap], kinds[0]
+    if canonical:  # the answer is the shape (colour) whose letter is due; all stay distinct
+        due = kinds if qtype == "shape" else colours
+        wanted = (SHAPES if qtype == "shape" else CANONICAL_COLOURS)[position]
+        if wanted in due:
+            swap = due.index(wanted)
+            due[0], due[swap] = due[swap], due[0]
         else:
-            kinds[0] = wanted
+            due[0] = wanted
     sprites = [sc.static(k, c, s, xy) for k, c, s, xy in
                zip(kinds[1:], colours[1:], sizes[1:], spots[1:], strict=True)]
     target = sc.static(kinds[0], colours[0], sizes[0], spots[0], sc.appearance())
@@ -678,10 +676,13 @@ def _grounded_qa(sc: _Scene, index: int, position: int | None) -> _Sample:
             options, answer = _arrange(target.kind, wrong, position, sc.rng)
     else:
         question = _GQA_COLOUR_TEMPLATES[template].format(s=target.kind)
-        # The colours on screen are the hard negatives; fill up with random others.
-        rest = [c for c in sc.colours(len(COLOURS)) if c not in colours]
-        wrong = (colours[1:] + rest)[: N_OPTIONS - 1]
-        options, answer = _arrange(target.colour, wrong, position, sc.rng)
+        if canonical:
+            options, answer = list(CANONICAL_COLOURS), OPTION_LETTERS[position]
+        else:
+            # The colours on screen are the hard negatives; fill up with random others.
+            rest = [c for c in sc.colours(len(COLOURS)) if c not in colours]
+            wrong = (colours[1:] + rest)[: N_OPTIONS - 1]
+            options, answer = _arrange(target.colour, wrong, position, sc.rng)
     a, b, start, end = target.span(sc.fps)
     return _Sample(
         f"grounded_qa_{index:04d}", "grounded_qa", sc.n, sc.background, sprites,

@@ -135,6 +135,10 @@ def test_multi_gpu_launch_uses_accelerate_with_the_configured_file(tmp_path: Pat
                             "--init-model", "models/warm_start"]
     from videorft.errors import StageError
 
+    assert "--multi_gpu" not in command  # the config file names the distributed type
+    plain = launch_command(project_params(tmp_path, "train.num_processes=2"), ROOT, "m")
+    assert "--multi_gpu" in plain and "--config_file" not in plain  # DDP, also over CPUs
+
     missing = project_params(tmp_path, "train.accelerate_config=configs/nope.yaml")
     with pytest.raises(StageError, match=r"nope\.yaml: train\.accelerate_config names no file"):
         launch_command(missing, tmp_path, "m")

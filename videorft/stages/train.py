@@ -35,6 +35,9 @@ def launch_command(params: Params, root: Path, init_model: str) -> list[str]:
         if not config.is_file():
             raise StageError(f"{config}: train.accelerate_config names no file")
         command += ["--config_file", str(config)]
+    else:
+        # Data parallel; without it accelerate starts one process on a machine without GPUs.
+        command += ["--multi_gpu"]
     command += ["--num_processes", str(cfg.num_processes), "-m", "videorft.trainer.grpo",
                 "--root", str(root), "--init-model", init_model]
     return command

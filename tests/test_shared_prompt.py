@@ -24,14 +24,20 @@ import torch
 pytest.importorskip("trl")
 
 from datasets import Dataset
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+from transformers import AutoProcessor, GenerationConfig, Qwen2_5_VLForConditionalGeneration
 from trl import GRPOConfig
 from trl.trainer.utils import add_fused_lm_head
 
 from videorft.model.inputs import process_videos
 from videorft.model.tiny import build_tiny_model
 from videorft.trainer import GROUP_KEY, VideoGRPOTrainer, shuffle_by_group
-from videorft.trainer.shared_prompt import plain_logps, prompt_group_ids, shared_prompt_logps
+from videorft.trainer.shared_prompt import (
+    plain_logps,
+    prompt_group_ids,
+    shared_prompt_generate,
+    shared_prompt_logps,
+    video_token_types,
+)
 
 FPS = 4.0
 TEXTS = ("What happens first?", "When does the person stand up and leave the room?")
@@ -271,7 +277,9 @@ def _train(model_dir: Path, out: Path, shared: bool) -> Recording:
         model_dir), reward_funcs=lambda completions, **_: [float(len(str(c)))
                                                            for c in completions],
         train_dataset=dataset, shared_prompt=shared)
+    trainer.seen = Seen(model)  # generation's vision-tower runs come first
     trainer.train()
+    trainer.seen.close()
     return trainer
 
 
@@ -298,6 +306,8 @@ def test_trainer_shared_matches_plain(model_dir: Path, tmp_path: Path) -> None:
         assert len(ours) == 6 and set(ours) == set(theirs), kind
         gap = max((ours[k] - theirs[k]).abs().max().item() for k in ours)
         assert gap < 1e-5, (kind, gap)
+    # Generation: one prefill (and vision-tower run) per group, then the same completions.
+    assert shared.seen.videos[0] == 3 and plain.seen.videos[0] == 6
     loss_passes = [p for p in shared.passes if p["kind"] == "loss"]
     assert len(loss_passes) == 3
     for p in loss_passes:
@@ -320,3 +330,36 @@ def test_checkpointing_toggles_leave_one_input_grad_hook(model_dir: Path, tmp_pa
     hooks = [h for h in embeddings._forward_hooks.values()
              if getattr(h, "__name__", "") == "make_inputs_require_grads"]
     assert trainer.args.gradient_checkpointing and len(hooks) == 1
+
+
+@pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampled"])
+def test_generation_prefills_each_group_once_and_gives_the_plain_tokens(
+        model_dir: Path, batch: dict[str, Any], sample: bool) -> None:
+    """Three groups of 3, 2 and 3 rows, with left padding (two prompt lengths) and two groups
+    that differ only by their video: the completions equal plain ``generate``'s, greedy and
+    sampled under one seed, while the vision tower runs once per group, not once per row."""
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
+    width = batch["prompt_mask"].size(1)
+    ids, mask = batch["input_ids"][:, :width], batch["prompt_mask"]
+    types = video_token_types(ids, model.config.video_token_id, 0)
+    config = GenerationConfig(max_new_tokens=8, do_sample=sample, temperature=1.0, top_k=0,
+                              top_p=1.0, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id)
+    video = {"video_grid_thw": batch["grid"], "second_per_grid_ts": batch["time"],
+             "mm_token_type_ids": types}
+    torch.manual_seed(0)
+    plain = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                           pixel_values_videos=torch.cat(batch["pixels"]), **video)
+    seen = Seen(model)
+    torch.manual_seed(0)
+    shared = shared_prompt_generate(model, ids, mask, group_ids=batch["groups"],
+                                    pixel_values_videos=batch["pixels"],
+                                    generation_config=config, **video)
+    seen.close()
+    assert torch.equal(shared, plain)
+    assert not torch.equal(plain[0, width:], plain[3, width:])  # the groups differ
+    assert seen.videos == [3]  # one video per group
+    assert seen.text[0] == (3, width - 1)  # one prefill per group, then 8-row decoding steps
+    assert {rows for rows, _ in seen.text[1:]} == {8}

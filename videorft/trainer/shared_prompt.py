@@ -323,3 +323,54 @@ def shared_prompt_logps(
         raise RuntimeError("the completion pass did not read the prompt's keys/values")
     entropy = outputs.entropy if compute_entropy else None
     return outputs.log_probs, entropy
+
+
+# ------------------------------------------------------------------------------ generation
+
+
+def shared_prompt_generate(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    group_ids: torch.Tensor,
+    pixel_values_videos: Sequence[torch.Tensor],
+    video_grid_thw: torch.Tensor,
+    second_per_grid_ts: torch.Tensor,
+    generation_config: Any,
+    mm_token_type_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``model.generate`` over left-padded rows, each group's prompt and video prefilled once.
+
+    The plain call runs the vision tower and the prompt's prefill once per row, i.e. G times
+    per group. Here the group's first row runs prompt tokens ``[0, P-1)`` (video included) once,
+    the cache's rows are expanded to the batch (``reorder_cache`` by each row's group), the
+    multimodal RoPE offsets likewise, and ``generate`` continues from that cache: its first
+    forward processes the last prompt token of every row, so every sampled token, logits
+    processors included, goes through the very same decoding loop, in the same batch layout
+    and random stream, as the plain call's. Returns what ``generate`` returns (prompt and
+    completion ids). Needs a dynamic cache (a static one is allocated by ``generate`` itself).
+    """
+    first, inverse = group_rows(group_ids)
+    _check_groups(input_ids, attention_mask, video_grid_thw, second_per_grid_ts, first, inverse)
+    if not bool(attention_mask[:, -1].all()):
+        raise ValueError("shared_prompt_generate needs left-padded prompts")
+    holder = find_rope_index(model).__self__  # the module that keeps ``rope_deltas``
+    prefill: dict[str, Any] = {
+        "input_ids": input_ids[first, :-1],
+        "attention_mask": attention_mask[first, :-1],
+        "pixel_values_videos": torch.cat([pixel_values_videos[int(i)] for i in first]),
+        "video_grid_thw": video_grid_thw[first],
+        "second_per_grid_ts": second_per_grid_ts[first],
+    }
+    continued: dict[str, Any] = {}
+    if mm_token_type_ids is not None:
+        prefill["mm_token_type_ids"] = mm_token_type_ids[first, :-1]
+        continued["mm_token_type_ids"] = mm_token_type_ids
+    with torch.no_grad():
+        out = model(**prefill, use_cache=True, logits_to_keep=1)
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        cache.reorder_cache(inverse)
+        holder.rope_deltas = holder.rope_deltas[inverse]
+        return model.generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
+                              generation_config=generation_config, **continued)

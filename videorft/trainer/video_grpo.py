@@ -57,9 +57,16 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel
 from trl import GRPOTrainer
 from trl.data_utils import is_conversational
+from trl.models import unwrap_model_for_generation
+from trl.trainer.utils import pad
 
 from videorft.model.inputs import process_videos
-from videorft.trainer.shared_prompt import plain_logps, prompt_group_ids, shared_prompt_logps
+from videorft.trainer.shared_prompt import (
+    plain_logps,
+    prompt_group_ids,
+    shared_prompt_generate,
+    shared_prompt_logps,
+)
 
 VideoLoader = Callable[[dict[str, Any]], tuple[Any, float]]
 
@@ -348,6 +355,54 @@ class VideoGRPOTrainer(GRPOTrainer):
             mm = processed["mm_token_type_ids"]
             fields["mm_token_type_ids"] = [row[m].tolist() for row, m in zip(mm, mask, strict=True)]
         return prompt_ids, None, fields
+
+    def _generate_single_turn(self, prompt_ids: list[list[int]], images: Any,
+                              multimodal_fields: dict[str, Any], num_generations: int,
+                              has_tool_images: bool = False) -> tuple[list[list[int]], None]:
+        """Parent's local generation, but with ``shared_prompt`` each group's prompt and video
+        are prefilled once (:func:`~videorft.trainer.shared_prompt.shared_prompt_generate`):
+        the same completions, without G - 1 vision-tower runs and prefills per group.
+
+        The parent's path stays for a static cache (``generate`` allocates it itself) and
+        outside a video batch. Padding and the EOS cut mirror the parent's.
+        """
+        video = self._active_video
+        if (not self.shared_prompt or video is None or video.group_ids is None
+                or self.generation_config.cache_implementation == "static"):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields,
+                                                 num_generations, has_tool_images)
+        device = self.accelerator.device
+
+        def left_pad(rows: list[list[int]], value: int) -> torch.Tensor:
+            return pad([torch.tensor(r) for r in rows], padding_value=value, padding_side="left",
+                       pad_to_multiple_of=self.pad_to_multiple_of).to(device)
+
+        input_ids = left_pad(prompt_ids, self._tokenizer.pad_token_id)
+        attention_mask = left_pad([[1] * len(r) for r in prompt_ids], 0)
+        token_types = multimodal_fields.get("mm_token_type_ids")
+        with (
+            unwrap_model_for_generation(
+                self.model_wrapped, self.accelerator,
+                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                generation_kwargs=self.generation_kwargs,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped,
+            torch.no_grad(),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            output = shared_prompt_generate(
+                unwrapped, input_ids, attention_mask, group_ids=video.group_ids,
+                pixel_values_videos=video.pixel_values_videos,
+                video_grid_thw=video.video_grid_thw,
+                second_per_grid_ts=video.second_per_grid_ts,
+                mm_token_type_ids=None if token_types is None else left_pad(token_types, 0),
+                generation_config=self.generation_config,
+            )
+        completions = output[:, input_ids.size(1):].cpu()
+        eos = torch.isin(completions, torch.tensor(self.eos_token_ids))
+        lengths = torch.where(eos.any(dim=1), eos.int().argmax(dim=1) + 1, completions.size(1))
+        cut = [row[:n].tolist() for row, n in zip(completions, lengths.tolist(), strict=True)]
+        return cut, None
 
     def _prepare_inputs(self, generation_batch: Any) -> dict[str, Any]:
         """Parent's, but with ``shared_prompt`` the generation batch is shuffled by whole groups.

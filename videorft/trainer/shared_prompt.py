@@ -1,4 +1,4 @@
-"""Shared-prompt log-prob passes: each group's prompt (and its video) runs once, not G times.
+"""Shared-prompt passes and generation: each group's prompt (and its video) runs once, not G times.
 
 Why: in GRPO the G completions of a group share one prompt. A video prompt is thousands of
 tokens and a completion a few hundred, yet a plain pass runs the vision tower and the language
@@ -36,6 +36,9 @@ fails silently when wrong:
 * Expansion. Prefix keys/values ``[U, heads, P-1, dim]`` go to rows with ``index_select`` by
   each row's group: differentiable, and rows of a group need not be contiguous. A fresh cache
   per pass, never mutated, so the G completions cannot see each other's states.
+
+Generation (:func:`shared_prompt_generate`) prefills the same way and lets ``generate`` decode
+from the expanded cache; its contract is the plain ``generate``'s tokens.
 
 A group is rows with identical prompt ids *and* identical video (:func:`prompt_group_ids`);
 rows are checked against their group's first row before use (ids, mask, grid, time spacing).

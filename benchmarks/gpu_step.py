@@ -247,12 +247,13 @@ def parameter_counts(model: Any) -> tuple[int, int]:
 def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], processor: Any,
                shared: bool, completion: int, groups: int, warmup: int, steps: int,
                device: torch.device, dtype: torch.dtype, peak_tflops: float,
-               checkpointing: bool = True, compiled: bool = False,
+               checkpointing: bool = True, generation: str = "eager",
                deepspeed: str | None = None, varied_prompts: bool = False) -> dict[str, Any]:
     """Build model + trainer, run warm-up and timed steps, return the measurements.
 
-    ``compiled``: static KV cache and the decoding step compiled with CUDA graphs (the
-    trainer's ``compile_generation``; on CPU only the static cache). ``deepspeed``: a DeepSpeed
+    ``generation``: ``eager`` (TRL's dynamic KV cache), ``static`` (a preallocated cache
+    written in place) or ``compiled`` (static, and the decoding step compiled with CUDA graphs:
+    the trainer's ``compile_generation``; on CPU the same as static). ``deepspeed``: a DeepSpeed
     config file for the Trainer (the ZeRO-3 check). ``varied_prompts``: step i's question
     carries i extra words, so every step has a new prompt length (as real data does), which a
     compiled decoding step must handle without compiling again each time.
@@ -276,7 +277,8 @@ def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], proce
             gradient_accumulation_steps=1, max_steps=warmup + steps, learning_rate=1e-6,
             beta=0.04, temperature=1.0, max_completion_length=completion,
             generation_kwargs={"min_new_tokens": completion}, bf16=bf16,
-            cache_implementation="static" if compiled else None, deepspeed=deepspeed,
+            cache_implementation=None if generation == "eager" else "static",
+            deepspeed=deepspeed,
             use_cpu=device.type == "cpu", activation_checkpointing=checkpointing,
             activation_checkpointing_kwargs={"use_reentrant": False}, logging_steps=1,
             save_strategy="no", report_to=[], remove_unused_columns=False, seed=0,
@@ -296,7 +298,7 @@ def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], proce
                 model=model, args=args, reward_funcs=[length_reward],
                 train_dataset=Dataset.from_list(rows), processing_class=processor,
                 video_loader=video_loader(video), shared_prompt=shared,
-                compile_generation=compiled)
+                compile_generation=generation == "compiled")
         finally:
             grpo_module.create_model_from_path = original
         trainer.remove_callback(PrinterCallback)  # one line per configuration, not per step
@@ -329,7 +331,7 @@ def run_config(*, sizes: dict[str, dict[str, Any]], video: dict[str, Any], proce
     generated = float(np.mean(lengths)) * groups if lengths else 0.0
     result = {
         "shared_prompt": shared, "completion_cap": completion, "groups": groups,
-        "generation": "compiled" if compiled else "eager", "deepspeed": deepspeed,
+        "generation": generation, "deepspeed": deepspeed,
         # Same seed, same first batch: both paths must give the same first step.
         "first_step": {"loss": logs[0]["loss"], "grad_norm": logs[0]["grad_norm"]},
         "timed_steps": steps, "video_tokens": prompt_video_tokens,
@@ -385,9 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="toy sizes on CPU (the test's run)")
     parser.add_argument("--completion", type=int, nargs="+", default=None,
                         help="completion caps to run (default 256 1024; --tiny: 8)")
-    parser.add_argument("--generation", nargs="+", choices=("eager", "compiled"),
-                        default=["eager"], help="eager: TRL's decoding (dynamic cache); "
-                        "compiled: static cache, decoding step compiled with CUDA graphs")
+    parser.add_argument("--generation", nargs="+", choices=("eager", "static", "compiled"),
+                        default=["eager"], help="eager: TRL's decoding (dynamic cache); static: "
+                        "a preallocated cache; compiled: static, and the decoding step compiled "
+                        "with CUDA graphs")
     parser.add_argument("--shared", nargs="+", choices=("on", "off"), default=["on", "off"],
                         help="shared prompt settings to run")
     parser.add_argument("--varied-prompts", action="store_true",
@@ -430,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                                     shared=shared, completion=cap, groups=args.groups,
                                     warmup=args.warmup, steps=args.steps, device=device,
                                     dtype=dtype, peak_tflops=args.peak_tflops,
-                                    compiled=generation == "compiled", deepspeed=deepspeed,
+                                    generation=generation, deepspeed=deepspeed,
                                     varied_prompts=args.varied_prompts)
                 result["wall_seconds"] = time.perf_counter() - began
                 results.append(result)
@@ -453,14 +456,14 @@ def main(argv: list[str] | None = None) -> int:
             if on is not None and off is not None and on.shape == off.shape:
                 print(f"cap {cap} {generation}: first policy log-probs, shared vs plain: "
                       f"max |diff| {float((on - off).abs().max()):.2e}")
-    if len(args.generation) > 1:
-        for cap in caps:
-            for shared in (mode == "on" for mode in args.shared):
-                by = {r["generation"]: r for r in results
-                      if r["completion_cap"] == cap and r["shared_prompt"] == shared}
-                print(f"cap {cap} shared_prompt={shared}: compiled_generation_speedup "
-                      f"(eager / compiled step): "
-                      f"{by['eager']['seconds_per_step'] / by['compiled']['seconds_per_step']:.2f}")
+    for cap in caps:
+        for shared in (mode == "on" for mode in args.shared):
+            by = {r["generation"]: r for r in results
+                  if r["completion_cap"] == cap and r["shared_prompt"] == shared}
+            for other in set(by) - {"eager"} if "eager" in by else ():
+                print(f"cap {cap} shared_prompt={shared}: {other}_generation_speedup "
+                      f"(eager / {other} step): "
+                      f"{by['eager']['seconds_per_step'] / by[other]['seconds_per_step']:.2f}")
     best = min((r for r in results if r["completion_cap"] == caps[0]),
                key=lambda r: r["seconds_per_step"])
     print(f"gpu_seconds_per_prompt_group: {best['gpu_seconds_per_prompt_group']:.2f}")

@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="a Qwen2.5-VL checkpoint folder")
     parser.add_argument("--checkpointing", action="store_true",
                         help="non-reentrant gradient checkpointing (GRPOConfig's default)")
+    parser.add_argument("--generation", choices=("eager", "static"), default="static",
+                        help="KV cache of the whole step's generation (both paths): TRL's "
+                        "dynamic one, or a preallocated one written in place")
     parser.add_argument("--no-whole-step", dest="whole_step", action="store_false",
                         help="skip the whole-trainer-step timing (random model only)")
     args = parser.parse_args(argv)
@@ -210,12 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"shared_vs_naive_speedup: {best['naive'] / best['shared']:.2f}")
     if args.whole_step:
-        whole_step(args.groups, device, dtype, args.checkpointing)
+        whole_step(args.groups, device, dtype, args.checkpointing, args.generation)
     return 0
 
 
 def whole_step(groups: int, device: torch.device, dtype: torch.dtype,
-               checkpointing: bool) -> None:
+               checkpointing: bool, generation: str) -> None:
     """Whole trainer steps (generation, log-prob passes, backward, optimizer), shared vs plain.
 
     The same VideoGRPOTrainer run as benchmarks/gpu_step.py, with this benchmark's model sizes
@@ -227,9 +230,10 @@ def whole_step(groups: int, device: torch.device, dtype: torch.dtype,
         results[shared] = run_config(
             sizes=SIZES, video=VIDEO, processor=processor, shared=shared, completion=COMPLETION,
             groups=groups, warmup=1, steps=1, device=device, dtype=dtype, peak_tflops=1.0,
-            checkpointing=checkpointing)
+            checkpointing=checkpointing, generation=generation)
     print()
-    print(f"whole trainer step (G={groups}, {COMPLETION}-token completions): seconds and share")
+    print(f"whole trainer step (G={groups}, {COMPLETION}-token completions, {generation} "
+          "generation): seconds and share")
     for shared, result in results.items():
         step = result["seconds_per_step"]
         shares = ", ".join(f"{name} {seconds:.2f} ({100 * seconds / step:.0f}%)"

@@ -179,7 +179,8 @@ def test_grpo_config_maps_every_train_knob(tmp_path: Path) -> None:
     fp16 = grpo_config(project_params(tmp_path, "train.mixed_precision=fp16"), tmp_path)
     assert fp16.fp16 is True and fp16.bf16 is False
     plain = grpo_config(project_params(tmp_path, "train.mixed_precision='no'",
-                                       "train.gradient_checkpointing=false"), tmp_path)
+                                       "train.gradient_checkpointing=false",
+                                       "train.cache_implementation=dynamic"), tmp_path)
     assert plain.fp16 is False and plain.bf16 is False and plain.gradient_checkpointing is False
     assert plain.cache_implementation is None  # dynamic: TRL's default cache
     static = grpo_config(project_params(tmp_path, "train.cache_implementation=static",
@@ -189,7 +190,8 @@ def test_grpo_config_maps_every_train_knob(tmp_path: Path) -> None:
 
 def test_compiled_generation_needs_a_static_cache(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="compile_generation needs cache_implementation"):
-        project_params(tmp_path, "train.compile_generation=true")
+        project_params(tmp_path, "train.cache_implementation=dynamic",
+                       "train.compile_generation=true")
 
 
 def test_a_split_smaller_than_one_generation_batch_is_an_error(tmp_path: Path) -> None:

@@ -48,11 +48,12 @@ Plain torch/transformers: nothing here imports TRL (the fused head is a kwarg co
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer, StaticCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 #: Token type Qwen2.5-VL's ``get_rope_index`` expects at ``<|video_pad|>`` positions.
@@ -352,7 +353,9 @@ def shared_prompt_generate(
     forward processes the last prompt token of every row, so every sampled token, logits
     processors included, goes through the very same decoding loop, in the same batch layout
     and random stream, as the plain call's. Returns what ``generate`` returns (prompt and
-    completion ids). Needs a dynamic cache (a static one is allocated by ``generate`` itself).
+    completion ids). With ``generation_config.cache_implementation == "static"`` the expanded
+    prefix goes into a preallocated :class:`~transformers.StaticCache` (prompt + new tokens
+    long) that ``generate`` writes in place, and may compile its decoding step.
     """
     first, inverse = group_rows(group_ids)
     _check_groups(input_ids, attention_mask, video_grid_thw, second_per_grid_ts, first, inverse)
@@ -373,7 +376,22 @@ def shared_prompt_generate(
     with torch.no_grad():
         out = model(**prefill, use_cache=True, logits_to_keep=1)
         cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        cache.reorder_cache(inverse)
+        if generation_config.cache_implementation == "static":
+            cache = _expanded_static_cache(model, cache, inverse, input_ids.size(1)
+                                           + generation_config.max_new_tokens)
+            generation_config = copy.copy(generation_config)  # the cache is given, not made
+            generation_config.cache_implementation = None
+        else:
+            cache.reorder_cache(inverse)
         holder.rope_deltas = holder.rope_deltas[inverse]
         return model.generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
                               generation_config=generation_config, **continued)
+
+
+def _expanded_static_cache(model: torch.nn.Module, prefix: Cache, rows: torch.Tensor,
+                           length: int) -> StaticCache:
+    """A static cache of ``length`` positions holding ``prefix``'s rows ``rows`` in front."""
+    static = StaticCache(config=model.config, max_cache_len=length)
+    for source, target in zip(prefix.layers, static.layers, strict=True):
+        target.update(source.keys[rows], source.values[rows])
+    return static

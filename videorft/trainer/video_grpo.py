@@ -363,12 +363,11 @@ class VideoGRPOTrainer(GRPOTrainer):
         are prefilled once (:func:`~videorft.trainer.shared_prompt.shared_prompt_generate`):
         the same completions, without G - 1 vision-tower runs and prefills per group.
 
-        The parent's path stays for a static cache (``generate`` allocates it itself) and
-        outside a video batch. Padding and the EOS cut mirror the parent's.
+        Outside a video batch the parent's path runs. Padding and the EOS cut mirror the
+        parent's.
         """
         video = self._active_video
-        if (not self.shared_prompt or video is None or video.group_ids is None
-                or self.generation_config.cache_implementation == "static"):
+        if not self.shared_prompt or video is None or video.group_ids is None:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields,
                                                  num_generations, has_tool_images)
         device = self.accelerator.device

@@ -15,7 +15,8 @@ Writes to ``--out``: ``rank<R>.json`` (the prompts that process generated for) a
 main process, ``weights.pt`` (the updated parameters) and ``log.json`` (the logged first step).
 
 Run: python tests/ddp_step.py --model DIR --out DIR [--shared-prompt]
-     python -m accelerate.commands.launch --cpu --num_processes 2 tests/ddp_step.py ...
+     python -m accelerate.commands.launch --multi_gpu --num_processes 2 tests/ddp_step.py ...
+     (--multi_gpu also on CPU: DDP over gloo; without it accelerate starts one process)
 """
 
 from __future__ import annotations

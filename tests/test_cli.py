@@ -158,7 +158,6 @@ def test_status_with_a_corrupt_lock_or_no_params_is_one_line(tmp_path: Path) -> 
 def test_a_stage_exits_75_only_when_a_retry_may_help(tmp_path: Path, monkeypatch) -> None:
     """`videorft stage` (what dvc.yaml runs) exits with EXIT_TRANSIENT for a network failure
     and 1 for bad input, and repro_stage reads DVC's report of that status."""
-
     from videorft.download import http as http_source
     from videorft.errors import EXIT_TRANSIENT
     from videorft.pipeline import runner as stage_runner

@@ -78,7 +78,6 @@ def _env(home: Path, api_url: str | None = None, **extra: str) -> dict[str, str]
     return env
 
 
-
 class Background:
     """Long-running subprocesses (server, worker), each in its own process group, stopped (the
     group: uvicorn, flow-run children) at teardown; their output goes to a log file."""

@@ -386,9 +386,8 @@ class VideoGRPOTrainer(GRPOTrainer):
                 generation_kwargs=self.generation_kwargs,
                 gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
             ) as unwrapped,
-            torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
-        ):
+        ):  # shared_prompt_generate runs without grad itself
             output = shared_prompt_generate(
                 unwrapped, input_ids, attention_mask, group_ids=video.group_ids,
                 pixel_values_videos=video.pixel_values_videos,

@@ -48,12 +48,20 @@ DATA_STAGES: tuple[str, ...] = ("download", "extract_frames", "build_dataset")
 TEST_PRESET = "smoke"
 
 
+def copy_params(root: Path) -> Path:
+    """The repo's params.yaml and preset files (configs/presets) copied into ``root``, as a
+    clone holds them; returns the params.yaml path."""
+    shutil.copytree(ROOT / "configs" / "presets", root / "configs" / "presets",
+                    dirs_exist_ok=True)
+    return Path(shutil.copy(ROOT / "params.yaml", root / "params.yaml"))
+
+
 def project_params(root: Path, *overrides: str):
     """A copy of the repo's params.yaml in ``root`` with the test preset and ``overrides``
     applied, loaded."""
     from videorft.params import load_params, update_params
 
-    path = Path(shutil.copy(ROOT / "params.yaml", root / "params.yaml"))
+    path = copy_params(root)
     update_params(path, preset=TEST_PRESET, overrides=list(overrides))
     return load_params(path)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import copy_params
 from tests.servers import free_port
 from videorft.cli import app
 from videorft.params import load_params
@@ -18,8 +19,8 @@ runner = CliRunner()
 
 
 def _project(tmp_path: Path) -> Path:
-    for name in ("params.yaml", "dvc.yaml"):
-        shutil.copy(ROOT / name, tmp_path / name)
+    copy_params(tmp_path)
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     return tmp_path
 
 
@@ -29,7 +30,9 @@ def test_params_show_presets_apply(tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["extract_frames"]["fps"] == 2.0
     presets = runner.invoke(app, ["params", "presets", "--root", root])
-    assert presets.stdout.split() == ["*", "tiny-cpu", "smoke", "miniature", "videochat-r1"]
+    assert presets.exit_code == 0, presets.output
+    assert [line.split() for line in presets.stdout.splitlines()] == [
+        ["miniature"], ["smoke"], ["*", "tiny-cpu"], ["videochat-r1"]]
     applied = runner.invoke(
         app,
         ["params", "apply", "videochat-r1", "--set", "extract_frames.workers=4", "--root", root],
@@ -39,6 +42,15 @@ def test_params_show_presets_apply(tmp_path: Path) -> None:
     assert shown["preset"] == "videochat-r1"
     assert shown["extract_frames"]["max_frames"] == 768
     assert shown["extract_frames"]["workers"] == 4
+
+
+def test_presets_lists_a_broken_preset_with_its_problem(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    (root / "configs" / "presets" / "[mine].yaml").write_text("train: {max_steps: 0}\n")
+    listed = runner.invoke(app, ["params", "presets", "--root", str(root)])
+    assert listed.exit_code == 1
+    line = next(line for line in listed.stdout.splitlines() if "[mine]" in line)
+    assert "(invalid: " in line and "max_steps" in line, line
 
 
 def test_errors_are_one_clear_line_with_exit_code_1(tmp_path: Path) -> None:
@@ -86,6 +98,10 @@ def test_describe_shows_the_value_in_use_and_each_presets(
     in_use = load_params(root / "params.yaml").train.learning_rate
     assert [c.strip() for c in row.split("│") if c.strip()][1:5] == [
         "1e-06", repr(in_use), "0.0001", "1e-06"]
+    every = runner.invoke(app, ["params", "describe", "--all-presets", "--root", str(root)])
+    header = next(line for line in every.stdout.splitlines() if "parameter" in line)
+    assert [c.strip() for c in header.split("┃") if c.strip()] == [
+        "parameter", "default", "miniature", "smoke", "tiny-cpu", "videochat-r1", "meaning"]
     assert (root / "params.yaml").read_bytes() == before
     assert "unknown preset 'nope'" in _one_error_line(runner.invoke(
         app, ["params", "describe", "--preset", "nope", "--root", str(root)]))

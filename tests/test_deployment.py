@@ -142,7 +142,7 @@ def _checkout(dest: Path) -> Path:
         shutil.copy(ROOT / name, dest / name)
     (dest / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
-    for package in ("videorft", "flows", "tasks"):
+    for package in ("videorft", "flows", "tasks", "configs"):
         shutil.copytree(ROOT / package, dest / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)

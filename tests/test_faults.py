@@ -174,7 +174,7 @@ def _new_project(proj: Path, endpoint_url: str) -> Path:
         shutil.copy(ROOT / name, proj / name)
     (proj / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", proj / ".dvc" / "config")
-    for package in ("videorft", "flows", "tasks"):
+    for package in ("videorft", "flows", "tasks", "configs"):
         shutil.copytree(ROOT / package, proj / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)

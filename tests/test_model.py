@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import DATA_STAGES, TEST_PRESET
+from tests.conftest import DATA_STAGES, TEST_PRESET, copy_params
 from videorft.io import read_jsonl
 from videorft.model import (
     ModelNotFoundError,
@@ -53,7 +53,7 @@ def loaded(tiny_dir: Path) -> tuple[Any, Any]:
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], FrameStore]:
     """Dataset rows and the frame store of the real stages on one synthetic video per task."""
     root = tmp_path_factory.mktemp("data")
-    path = Path(shutil.copy(ROOT / "params.yaml", root / "params.yaml"))
+    path = copy_params(root)
     update_params(path, preset=TEST_PRESET, overrides=[
         "download.sources.0.options.samples_per_task="
         "{temporal_grounding: 1, tracking: 1, grounded_qa: 1, mcq: 1}",
@@ -199,7 +199,7 @@ def test_model_tiny_sizes_build_that_model_and_bad_ones_fail_at_params_time(
     text = config.get("text_config", config)
     assert (text["hidden_size"], text["num_hidden_layers"]) == (96, 3)
     assert info["spec"]["hidden_size"] == 96 and info["spec"]["mrope_section"] == [2, 5, 5]
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    copy_params(tmp_path)
     before = (tmp_path / "params.yaml").read_bytes()
     with pytest.raises(ConfigError, match=r"mrope_section .* must sum to head_dim / 2 = 12"):
         update_params(tmp_path / "params.yaml", overrides=["model.tiny.hidden_size=96"])

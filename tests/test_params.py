@@ -1,21 +1,31 @@
-"""params.yaml: validation, presets, in-place overrides that keep comments."""
+"""params.yaml: validation, preset files, in-place overrides that keep comments."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import copy_params
 from videorft.errors import ConfigError
-from videorft.params import deep_merge, load_params, load_raw, to_plain, update_params
+from videorft.params import (
+    PRESETS_DIR,
+    deep_merge,
+    load_params,
+    load_raw,
+    preset_names,
+    preset_overlay,
+    preset_params,
+    to_plain,
+    update_params,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def params_file(tmp_path: Path) -> Path:
-    return Path(shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml"))
+    return copy_params(tmp_path)
 
 
 def _keys(tree: object, prefix: str = "") -> set[str]:
@@ -31,15 +41,16 @@ def _keys(tree: object, prefix: str = "") -> set[str]:
 def test_repo_params_are_valid_and_default_is_tiny_cpu(params_file: Path) -> None:
     params = load_params(params_file)
     assert params.preset == "tiny-cpu"
-    assert {"tiny-cpu", "videochat-r1"} <= set(params.presets)
+    assert {"tiny-cpu", "videochat-r1"} <= set(preset_names(params_file))
     raw = to_plain(load_raw(params_file))
-    applied = deep_merge(raw, raw["presets"]["tiny-cpu"])
+    applied = deep_merge(raw, preset_overlay(params_file, "tiny-cpu"))
     assert applied == raw, "the stage sections must equal the tiny-cpu preset applied"
 
 
 def test_presets_set_the_same_keys(params_file: Path) -> None:
-    presets = load_params(params_file).presets
-    key_sets = {name: _keys(overlay) for name, overlay in presets.items()}
+    names = preset_names(params_file)
+    assert names == sorted(p.stem for p in (ROOT / PRESETS_DIR).glob("*.yaml"))
+    key_sets = {name: _keys(preset_overlay(params_file, name)) for name in names}
     first = next(iter(key_sets.values()))
     for name, keys in key_sets.items():
         assert keys == first, f"preset {name} differs: {keys ^ first}"
@@ -92,9 +103,30 @@ def test_unknown_preset_and_unknown_section(params_file: Path) -> None:
 
 
 def test_invalid_preset_is_reported_by_name(params_file: Path) -> None:
-    text = params_file.read_text().replace("workers: 16", "workers: 0")
-    params_file.write_text(text)
-    with pytest.raises(ConfigError, match=r"preset 'videochat-r1'.*workers"):
+    """A broken preset file is named as such (not as params.yaml) and nothing is written."""
+    preset = params_file.parent / PRESETS_DIR / "videochat-r1.yaml"
+    preset.write_text(preset.read_text().replace("workers: 16", "workers: 0"))
+    before = params_file.read_bytes()
+    with pytest.raises(ConfigError, match=r"videochat-r1\.yaml: preset 'videochat-r1'.*workers"):
+        update_params(params_file, preset="videochat-r1")
+    assert params_file.read_bytes() == before
+    load_params(params_file)  # params.yaml itself stays valid
+
+
+def test_a_yaml_path_is_a_preset_too(params_file: Path, tmp_path: Path) -> None:
+    """`--preset my.yaml`: a user's own overlay file, outside configs/presets."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("train:\n  learning_rate: 0.125\n")
+    assert preset_params(params_file, str(mine)).train.learning_rate == 0.125
+    with pytest.raises(ConfigError, match=r"missing\.yaml: preset file not found"):
+        update_params(params_file, preset=str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="a preset is a name"):
+        update_params(params_file, preset="../tiny-cpu")
+
+
+def test_an_old_presets_section_is_refused_in_one_line(params_file: Path) -> None:
+    params_file.write_text(params_file.read_text() + "\npresets:\n  mine: {}\n")
+    with pytest.raises(ConfigError, match=r"no longer read.*configs/presets/<name>\.yaml"):
         load_params(params_file)
 
 
@@ -103,7 +135,7 @@ def test_paper_preset_pins_every_model_and_training_key(params_file: Path) -> No
     of model, warm_start and train, and applying it undoes earlier overrides, mappings too."""
     from videorft.params import ModelParams, TrainParams, WarmStartParams
 
-    preset = load_params(params_file).presets["videochat-r1"]
+    preset = preset_overlay(params_file, "videochat-r1")
     for section, fields in (("model", ModelParams), ("warm_start", WarmStartParams),
                             ("train", TrainParams)):
         assert set(preset[section]) == set(fields.model_fields), section

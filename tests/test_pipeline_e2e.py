@@ -72,7 +72,7 @@ def project(tmp_path: Path) -> Path:
     (proj / ".dvc").mkdir()
     for name in ("config", ".gitignore"):
         shutil.copy(ROOT / ".dvc" / name, proj / ".dvc" / name)
-    for package in ("videorft", "flows", "tasks"):
+    for package in ("videorft", "flows", "tasks", "configs"):
         shutil.copytree(
             ROOT / package, proj / package, ignore=shutil.ignore_patterns("__pycache__")
         )

@@ -164,7 +164,7 @@ def make_project(root: Path, *overrides: str, metrics: dict[str, Any] | None = N
     if with_git:
         git(root, "init", "-q")
         (root / ".gitignore").write_text("/models/\n/reports/\n/registry/\n")
-        git(root, "add", "params.yaml", "dvc.lock", ".gitignore")
+        git(root, "add", "params.yaml", "configs", "dvc.lock", ".gitignore")
         git(root, "commit", "-q", "-m", "init")
     return params
 
@@ -175,7 +175,7 @@ def build(root: Path, params, out: Path | None = None, *, gate=None) -> dict[str
     return build_package(
         root / params.paths.trained, out or root / params.paths.package,
         name=params.publish.name, metrics=metrics, table_md=TABLE,
-        params_dict=params.model_dump(mode="json", exclude={"presets"}),
+        params_dict=params.model_dump(mode="json"),
         lineage=collect_lineage(root, params), gate_report=gate,
     )
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import DATA_STAGES, TEST_PRESET, record_dvc_calls
+from tests.conftest import DATA_STAGES, TEST_PRESET, copy_params, record_dvc_calls
 from tests.test_pipeline_e2e import SMALL
 from videorft.errors import ConfigError, StageError
 from videorft.params import RemoteParams, update_params
@@ -32,7 +32,8 @@ def _make_project(proj: Path) -> Path:
     extract_frames and build_dataset are cached outs (the dvc.yaml change that lets them travel
     through the remote) and download's rejects.json stays `cache: false` (it travels by git)."""
     proj.mkdir()
-    for name in ("params.yaml", ".dvcignore", ".gitignore"):
+    copy_params(proj)
+    for name in (".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, proj / name)
     yaml = YAML()
     spec = yaml.load((ROOT / "dvc.yaml").read_text())

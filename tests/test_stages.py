@@ -8,13 +8,12 @@ store records.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import DATA_STAGES, TEST_PRESET
+from tests.conftest import DATA_STAGES, TEST_PRESET, copy_params
 from videorft.errors import DataValidationError
 from videorft.io import read_jsonl
 from videorft.params import Params, load_params, update_params
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _params(tmp_path: Path, *overrides: str) -> Params:
-    path = Path(shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml"))
+    path = copy_params(tmp_path)
     update_params(path, preset=TEST_PRESET, overrides=list(overrides))
     return load_params(path)
 

@@ -84,7 +84,8 @@ def main(
 def run(
     preset: Annotated[
         str | None,
-        typer.Option(help="Apply a named preset from params.yaml first (e.g. videochat-r1)."),
+        typer.Option(help="Apply a preset first: a name from configs/presets (e.g. "
+                    "videochat-r1) or a path to a YAML overlay."),
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -287,20 +288,26 @@ def _print_lineage(project: Path, params: Params) -> None:
 def params_describe(
     preset: Annotated[list[str] | None, typer.Option(
         "--preset", help="Also show this preset's value of each parameter (repeatable).")] = None,
+    all_presets: Annotated[bool, typer.Option(
+        "--all-presets", help="Also show every preset's value (one column per file in "
+        "configs/presets).")] = False,
     in_use: Annotated[bool, typer.Option(
         "--in-use", help="Also show the value params.yaml holds now.")] = False,
     root: RootOption = Path("."),
 ) -> None:
-    """Every parameter with its default and meaning; with --in-use / --preset NAME, also the
-    value params.yaml holds and the value each preset would set."""
-    from videorft.params import describe, load_params, preset_params, value_at
+    """Every parameter with its default and meaning; with --in-use / --preset NAME /
+    --all-presets, also the value params.yaml holds and the value each preset would set."""
+    from videorft.params import describe, load_params, preset_names, preset_params, value_at
 
     columns: list[tuple[str, Any]] = []
     try:
-        path = _root(root) / "params.yaml" if in_use or preset else None
+        path = _root(root) / "params.yaml" if in_use or preset or all_presets else None
         if in_use:
             columns.append(("in use", load_params(path)))
-        columns.extend((name, preset_params(path, name)) for name in preset or [])
+        names = list(preset or [])
+        if all_presets:
+            names += [name for name in preset_names(path) if name not in names]
+        columns.extend((name, preset_params(path, name)) for name in names)
     except VideoRFTError as exc:
         _fail(exc)
         return
@@ -332,21 +339,36 @@ def _load_params(root: Path) -> Params:
 def params_show(root: RootOption = Path(".")) -> None:
     """The effective parameters (validated) as JSON."""
     params = _load_params(root)
-    json.dump(params.model_dump(exclude={"presets"}), sys.stdout, indent=2)
+    json.dump(params.model_dump(), sys.stdout, indent=2)
     print()
 
 
 @params_app.command("presets")
 def params_presets(root: RootOption = Path(".")) -> None:
-    """List the named presets (* marks the one last applied)."""
+    """List the presets in configs/presets (* marks the one last applied), each checked: a
+    preset that would not validate is listed with its problem, and the exit code is 1."""
+    from videorft.params import preset_names, preset_params
+
     params = _load_params(root)
-    for name in params.presets:
-        print(f"{'*' if name == params.preset else ' '} {name}")
+    path = _root(root) / "params.yaml"
+    broken = False
+    for name in preset_names(path):
+        mark = "*" if name == params.preset else " "
+        try:
+            preset_params(path, name)
+        except VideoRFTError as exc:
+            broken = True
+            print(f"{mark} {name}  (invalid: {exc})")
+        else:
+            print(f"{mark} {name}")
+    if broken:
+        raise typer.Exit(code=1)
 
 
 @params_app.command("apply")
 def params_apply(
-    preset: Annotated[str | None, typer.Argument(help="Preset to apply.")] = None,
+    preset: Annotated[str | None, typer.Argument(
+        help="Preset to apply: a name from configs/presets or a path to a YAML overlay.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE override.")] = None,
     root: RootOption = Path("."),
 ) -> None:

@@ -1,4 +1,4 @@
-"""params.yaml: the single source of every knob, validated, with named presets.
+"""params.yaml: the single source of every knob, validated; presets are overlay files.
 
 Layout of params.yaml (see the file itself for every field's meaning):
 
@@ -6,9 +6,12 @@ Layout of params.yaml (see the file itself for every field's meaning):
 - ``paths``: where each stage reads and writes; dvc.yaml interpolates the same keys.
 - one section per stage (``download``, ``extract_frames``, ``build_dataset``, ...): the
   *effective* values, which is what DVC tracks, key by key, to decide what to rerun.
-- ``presets``: named overlays (``tiny-cpu``, ``videochat-r1``, ...). Applying one writes its
-  values into the stage sections, as ``dvc exp run -S`` would, so DVC sees exactly what
-  changed. Every preset sets the same keys, so switching presets is reversible.
+
+Presets are files beside it, ``configs/presets/<name>.yaml`` (``tiny-cpu``, ``videochat-r1``,
+...): each a complete overlay with a header saying how to run it. Applying one writes its values
+into the stage sections, as ``dvc exp run -S`` would, so DVC sees exactly what changed; the
+preset files themselves are no stage's dependency. Every preset sets the same keys, so
+switching presets is reversible. A path to a YAML file works as a preset too.
 
 Edits keep the file's comments (ruamel.yaml round trip) and are written atomically.
 """
@@ -36,6 +39,9 @@ from videorft.io import atomic_write_text
 from videorft.model.tiny_spec import TinyModelSpec
 
 PARAMS_FILE = "params.yaml"
+#: Where the named presets live, relative to the folder that holds params.yaml.
+PRESETS_DIR = Path("configs") / "presets"
+PRESET_SUFFIXES = (".yaml", ".yml")
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SOURCE_TYPES = ("synthetic", "charades_sta", "activitynet", "got10k", "nextgqa", "mcq")
 
@@ -607,7 +613,6 @@ class Params(_Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     publish: PublishParams = Field(default_factory=PublishParams)
     orchestration: OrchestrationParams = Field(default_factory=OrchestrationParams)
-    presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 def _yaml() -> YAML:
@@ -650,14 +655,14 @@ def load_raw(path: str | Path = PARAMS_FILE) -> Any:
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml, and check that every preset would be valid too."""
+    """Read and validate params.yaml."""
     raw = to_plain(load_raw(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    params = _validate(raw, str(path))
-    for name, overlay in params.presets.items():
-        _validate(deep_merge(raw, overlay), f"{path}: preset {name!r}")
-    return params
+    if "presets" in raw:
+        raise ConfigError(f"{path}: a 'presets' section is no longer read; each preset is a "
+                          f"file now, {PRESETS_DIR.as_posix()}/<name>.yaml")
+    return _validate(raw, str(path))
 
 
 def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -726,7 +731,8 @@ def update_params(
     doc = load_raw(path)
     before = to_plain(doc)
     if preset is not None:
-        _merge_into(doc, preset_overlay(doc, preset, path))
+        preset_params(path, preset)  # a broken preset is reported as the preset's fault
+        _merge_into(doc, preset_overlay(path, preset))
         doc["preset"] = preset
     for text in overrides:
         key, value = parse_override(text)
@@ -743,20 +749,48 @@ def update_params(
     return load_params(path)
 
 
-def preset_overlay(doc: Any, name: str, path: str | Path) -> dict[str, Any]:
-    """Preset ``name`` of the params document ``doc`` (read from ``path``), as plain data."""
-    presets = doc.get("presets") or {}
-    if name not in presets:
-        raise ConfigError(
-            f"{path}: unknown preset {name!r} (available: {', '.join(presets) or 'none'})")
-    return to_plain(presets[name])
+def preset_names(params_path: str | Path = PARAMS_FILE) -> list[str]:
+    """The named presets of the project whose params.yaml is ``params_path``, sorted."""
+    folder = Path(params_path).parent / PRESETS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.iterdir() if p.suffix in PRESET_SUFFIXES)
+
+
+def preset_file(params_path: str | Path, name: str) -> Path:
+    """The file of preset ``name``: ``configs/presets/<name>.yaml`` beside params.yaml, or
+    ``name`` itself when it is a path to a YAML file (relative to the working directory)."""
+    if name.endswith(PRESET_SUFFIXES):
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"{path}: preset file not found")
+        return path
+    if "/" in name or "\\" in name or name in ("", ".", ".."):
+        raise ConfigError(f"{name!r}: a preset is a name from {PRESETS_DIR.as_posix()} or a "
+                          "path ending in .yaml")
+    for suffix in PRESET_SUFFIXES:
+        path = Path(params_path).parent / PRESETS_DIR / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    names = preset_names(params_path)
+    raise ConfigError(f"unknown preset {name!r} (available: {', '.join(names) or 'none'}; "
+                      f"presets are files in {PRESETS_DIR.as_posix()})")
+
+
+def preset_overlay(params_path: str | Path, name: str) -> dict[str, Any]:
+    """Preset ``name``'s overlay as plain data (see :func:`preset_file` for where it is read)."""
+    path = preset_file(params_path, name)
+    overlay = to_plain(load_raw(path))
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"{path}: a preset must be a mapping of stage sections")
+    return overlay
 
 
 def preset_params(path: str | Path, name: str) -> Params:
     """The parameters `params apply NAME` would give, without writing anything."""
     raw = to_plain(load_raw(path))
-    return _validate({**deep_merge(raw, preset_overlay(raw, name, path)), "preset": name},
-                     f"{path}: preset {name!r}")
+    return _validate({**deep_merge(raw, preset_overlay(path, name)), "preset": name},
+                     f"{preset_file(path, name)}: preset {name!r}")
 
 
 def value_at(params: BaseModel, dotted: str) -> Any:

@@ -57,7 +57,7 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         atomic_write_json(reports / "publish.json",
                           {"name": cfg.name, "published": False, "gate": gate.as_dict()})
         raise GateFailedError(gate)
-    params_dict = params.model_dump(mode="json", exclude={"presets"})
+    params_dict = params.model_dump(mode="json")
     manifest = build_package(
         root / params.paths.trained, root / params.paths.package, name=cfg.name,
         metrics=metrics, table_md=table_md, params_dict=params_dict,

@@ -54,6 +54,17 @@ class StageProgress:
                           total)
 
 
+#: A stage's or DVC's warning or error line: Python warnings (`x.py:3: UserWarning: ...`),
+#: DVC's `WARNING:`/`ERROR:` and the CLI's one-line `error: ...`.
+ALERT = re.compile(r"^(?:\S+:\d+: )?\w*(?:Warning|Error)\b|^(?:WARNING|ERROR|warning|error)\b")
+
+
+def log_level(line: str) -> int:
+    """WARNING for a warning or error line (shown on the terminal even without --verbose),
+    else INFO (the log file and the Prefect UI only)."""
+    return logging.WARNING if ALERT.match(line.lstrip()) else logging.INFO
+
+
 def _run(stage: str, root: str, force: bool, up_to_date: bool = False) -> dict[str, Any]:
     """`up_to_date`: the flow already knows from DVC that the stage is unchanged (RunStatus)."""
     logger = get_run_logger()
@@ -62,7 +73,7 @@ def _run(stage: str, root: str, force: bool, up_to_date: bool = False) -> dict[s
     bars = StageProgress(stage)
 
     def log(line: str) -> None:
-        logger.info(line)
+        logger.log(log_level(line), line)
         bars(line)
 
     outcome = repro_stage(

@@ -141,6 +141,9 @@ def test_run_through_prefect_then_nothing_to_redo(
     assert "git add" not in first.stderr and "| INFO" not in first.stderr, first.stderr
     run_log = (project / "reports/run.log").read_text()
     assert "Running stage 'train'" in run_log and "Finished in state Completed" in run_log
+    assert "git add dvc.lock" in run_log  # DVC's advice: in the log, not on the terminal
+    terminal = (first.stdout + first.stderr).splitlines()
+    assert len(terminal) <= 60, "\n".join(terminal)
     assert "reports/run.log" in first.stdout
     published = json.loads((project / "reports/publish.json").read_text())
     assert [t["type"] for t in published["targets"]] == ["local", "s3"]

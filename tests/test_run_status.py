@@ -77,6 +77,26 @@ def test_status_of_the_whole_dag_in_one_dvc_call(
     assert status["b"] == ["param b.n: 1 -> 2"]
 
 
+def test_why_names_the_keys_that_changed_not_whole_values(project: Path) -> None:
+    """A change inside a list of mappings (download.sources) names the one key; long values
+    show as the key alone, and many changed keys are counted, not listed."""
+    sources = [{"name": f"s{i}", "options": {"seed": i, "uri": "data/" + "x" * 40}}
+               for i in range(3)]
+    (project / "knobs.yaml").write_text(json.dumps({"b": {"n": sources}}))
+    for stage in STAGES:
+        repro_stage(project, stage)
+    sources[1]["options"]["seed"] = 7
+    sources[2]["options"]["uri"] = "data/" + "y" * 40
+    (project / "knobs.yaml").write_text(json.dumps({"b": {"n": sources}}))
+    assert pipeline_status(project, STAGES)["b"] == [
+        "param b.n.1.options.seed: 1 -> 7", "param b.n.2.options.uri changed"]
+    many = [{"name": f"t{i}", "options": {"seed": i}} for i in range(4)]
+    (project / "knobs.yaml").write_text(json.dumps({"b": {"n": many}}))
+    why = pipeline_status(project, STAGES)["b"]
+    assert len(why) == status_mod.MAX_KEYS_SHOWN + 1 and why[-1] == "and 3 more keys of b.n"
+    assert not any("xxxx" in line for line in why)
+
+
 def test_a_run_skips_known_unchanged_stages_without_asking_dvc_again(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -213,9 +233,10 @@ def test_a_status_taken_by_the_caller_is_not_taken_again(
     assert calls == []
 
 
-def test_dvcs_git_hints_are_not_logged_but_kept(tmp_path: Path, monkeypatch) -> None:
-    """DVC ends every stage with the same `git add ...` and autostage advice: not shown (a run
-    printed it once per stage), still in the returned output."""
+def test_dvcs_git_hints_are_logged_in_full(tmp_path: Path, monkeypatch) -> None:
+    """DVC ends every stage with the same `git add ...` and autostage advice: it goes to the
+    log (reports/run.log, the Prefect UI; the terminal only under --verbose, where Prefect's
+    console handler shows INFO), every line but the blank ones, and all of it is returned."""
     import io
 
     output = ("Running stage 'download':\n> videorft stage download\n"
@@ -234,5 +255,4 @@ def test_dvcs_git_hints_are_not_logged_but_kept(tmp_path: Path, monkeypatch) -> 
     shown: list[str] = []
     code, lines = command.dvc(["repro", "download"], tmp_path, log=shown.append)
     assert code == 0 and len(lines) == len(output.splitlines())
-    assert shown == ["Running stage 'download':", "> videorft stage download",
-                     "Updating lock file 'dvc.lock'"]
+    assert shown == [line for line in output.splitlines() if line.strip()]

@@ -500,13 +500,15 @@ def test_parse_on_invalid_reports_and_skips_bad_lines(tmp_path: Path) -> None:
     lines = annotations.read_text().splitlines()
     bad = json.loads(lines[0])
     bad["solution"] = [3.0, 1.0]
-    annotations.write_text("\n".join([json.dumps(bad), "{not json", *lines[1:]]) + "\n")
+    deep = "[" * 50_000 + "]" * 50_000  # past Python's parser: RecursionError
+    annotations.write_text("\n".join([json.dumps(bad), "{not json", deep, *lines[1:]]) + "\n")
     problems: list[DataValidationError] = []
     records = list(synthetic.parse(config, folder, tmp_path, on_invalid=problems.append))
     assert len(records) == len(lines) - 1
     assert f"synth/{bad['id']}" not in {r["id"] for r in records}
-    assert [p.file for p in problems] == [str(annotations)] * 2
+    assert [p.file for p in problems] == [str(annotations)] * 3
     assert "ends before it starts" in str(problems[0]) and "line 2" in str(problems[1])
+    assert "line 3: " in str(problems[2]) and "nested too deeply" in str(problems[2])
 
 
 def test_parse_rejects_paths_escaping_the_folder_and_missing_annotations(tmp_path: Path) -> None:

@@ -13,15 +13,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 # Imported here, not in the test: importing Prefect sets up its logging, replacing the root
 # handlers, pytest's capture included.
-from tasks.stages import StageProgress
+from tasks.stages import StageProgress, log_level
 
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import json, sys
 from pathlib import Path
+
+import pytest
 from prefect import flow
 import tasks.stages as stages
 
@@ -83,3 +87,23 @@ def test_long_stages_report_their_progress_bars_by_quarters(caplog) -> None:
         bars("{'loss': '0.3', 'epoch': '1/2'}")  # no bar
     assert [r.getMessage().split(None, 1)[1] for r in caplog.records] == [
         "25% (600/2400)", "50% (1200/2400)", "75% (1800/2400)", "50% (760/1264)"]
+
+
+@pytest.mark.parametrize(("line", "level"), [
+    ("/x/videorft/trainer/grpo.py:12: UserWarning: torch.compile is off", "WARNING"),
+    ("  FutureWarning: `torch_dtype` is deprecated", "WARNING"),
+    ("WARNING: 'data/raw' is empty.", "WARNING"),
+    ("ERROR: failed to reproduce 'download': exited with 1", "WARNING"),
+    ("error: data/records.jsonl: line 3: unknown task '[/bold]'", "WARNING"),
+    ("Running stage 'train':", "INFO"),
+    ("> videorft stage train", "INFO"),
+    ("train: 25%|##   | 600/2400 [00:01<00:05,  8.6it/s]", "INFO"),
+    ("{'loss': '0.3', 'reward': 1.2}", "INFO"),
+    ("no errors in 32 videos", "INFO"),
+])
+def test_warnings_and_errors_of_a_stage_reach_the_terminal(line: str, level: str) -> None:
+    """Prefect's console shows WARNING and up without --verbose: a stage's warnings and errors
+    are logged at that level, the rest at INFO (log file and UI)."""
+    import logging
+
+    assert logging.getLevelName(log_level(line)) == level

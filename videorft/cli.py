@@ -147,6 +147,10 @@ def run(
                 print("nothing to do: every stage is up to date (DVC); no Prefect flow run "
                       "was started", file=sys.stderr)
             else:
+                if not os.environ.get("PREFECT_API_URL"):  # Prefect starts a temporary server
+                    from videorft.pipeline.orphans import watch
+
+                    watch(os.getpid(), TEMPORARY_SERVER)  # stopped even if this run is killed
                 from flows.pipeline import pipeline  # Prefect: imported only when needed
 
                 # After that import: it sets up Prefect's logging, which replaces root handlers.
@@ -178,6 +182,8 @@ def run(
 
 
 RUN_LOG = "run.log"
+#: What the command line of Prefect's temporary server holds (its uvicorn app factory).
+TEMPORARY_SERVER = "prefect.server.api.server:create_app"
 
 
 def _log_run_to(path: Path) -> Path:

@@ -96,6 +96,17 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 TOO_DEEP = "not valid JSON for an annotation (nested too deeply to parse)"
 
 
+def parse_json_line(line: str, number: int, file: str) -> Any:
+    """One JSONL line as data; a line that does not parse (or nests past the parser) raises
+    DataValidationError naming the file and line number."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(f"line {number}: not valid JSON ({exc.msg})", file=file) from None
+    except RecursionError:
+        raise DataValidationError(f"line {number}: {TOO_DEEP}", file=file) from None
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     """Yield the objects of a JSONL file; a bad line raises naming the file and line number."""
     path = Path(path)
@@ -103,14 +114,7 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataValidationError(
-                    f"line {number}: not valid JSON ({exc.msg})", file=str(path)
-                ) from None
-            except RecursionError:
-                raise DataValidationError(f"line {number}: {TOO_DEEP}", file=str(path)) from None
+            row = parse_json_line(line, number, str(path))
             if not isinstance(row, dict):
                 raise DataValidationError(
                     f"line {number}: expected a JSON object, got {type(row).__name__}",

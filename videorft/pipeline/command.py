@@ -8,7 +8,6 @@ whole run takes a second, non-blocking one (`run_lock`).
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -84,12 +83,6 @@ def dvc(args: list[str], root: Path, *, log: Log | None = None,
         delay = min(delay * 2, 2.0)
 
 
-#: DVC's advice after every stage ("To track the changes with git, run: git add ...", and the
-#: autostage tip): the same lines for every stage of every run, so not shown (still returned).
-_GIT_HINT = re.compile(r"(To track the changes with git, run:|To enable auto staging, run:|"
-                       r"\s+git add |\s+dvc config core\.autostage)")
-
-
 def _dvc_once(args: list[str], root: Path, log: Log | None) -> tuple[int, list[str]]:
     lines: list[str] = []
     with checkout_lock(root):
@@ -105,7 +98,7 @@ def _dvc_once(args: list[str], root: Path, log: Log | None) -> tuple[int, list[s
         for line in proc.stdout:
             line = line.rstrip("\n")
             lines.append(line)
-            if log is not None and line.strip() and not _GIT_HINT.match(line):
+            if log is not None and line.strip():
                 log(line)
         return proc.wait(), lines
 

@@ -17,14 +17,31 @@ from videorft.errors import StageError
 from videorft.pipeline.command import dvc
 from videorft.pipeline.lockfile import locked_entry, locked_stages
 
+#: A changed key shows its old and new values only when both are this short; longer values
+#: (a list of sources, a long path) show as the key alone.
+SHORT_VALUE_CHARS = 24
+#: Changed keys named per section; the rest are counted ("and 12 more keys").
+MAX_KEYS_SHOWN = 5
+
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): tree}
+    """Leaf values by dotted key; list items by index (`download.sources.0.options.seed`), so
+    a change inside a list names the one key that changed."""
+    items = tree.items() if isinstance(tree, dict) else (
+        enumerate(tree) if isinstance(tree, list) and tree else None)
+    if items is None:
+        return {prefix.rstrip("."): tree}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
+
+
+def _change(key: str, before: Any, after: Any) -> str:
+    old, new = repr(before), repr(after)
+    if max(len(old), len(new)) <= SHORT_VALUE_CHARS:
+        return f"param {key}: {old} -> {new}"
+    return f"param {key} changed"
 
 
 def _param_changes(
@@ -40,11 +57,12 @@ def _param_changes(
     for part in section.split("."):
         current = current.get(part) if isinstance(current, dict) else None
     after = _flatten({section: current})
-    return [
-        f"param {key}: {before.get(key)!r} -> {after.get(key)!r}"
-        for key in sorted(before.keys() | after.keys())
-        if before.get(key) != after.get(key)
-    ]
+    changed = [key for key in sorted(before.keys() | after.keys())
+               if before.get(key) != after.get(key)]
+    shown = [_change(key, before.get(key), after.get(key)) for key in changed[:MAX_KEYS_SHOWN]]
+    if len(changed) > MAX_KEYS_SHOWN:
+        shown.append(f"and {len(changed) - MAX_KEYS_SHOWN} more keys of {section}")
+    return shown
 
 
 def _describe_change(root: Path, locked: dict[str, Any], entry: Any) -> list[str]:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import multiprocessing
 import os
 import re
@@ -64,6 +63,7 @@ from videorft.io import (
     atomic_write_json,
     check_relative_path,
     dumps_canonical,
+    parse_json_line,
     read_json,
     sha256_bytes,
     temp_file_beside,
@@ -916,9 +916,9 @@ def _items(config: SourceParams, annotations: Path, prefix: str) -> Iterator[Ite
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield DataValidationError(f"line {number}: not valid JSON ({exc.msg})", file=file), file
+            row = parse_json_line(line, number, file)
+        except DataValidationError as exc:
+            yield exc, file
             continue
         if not isinstance(row, dict):
             yield DataValidationError(f"line {number}: expected a JSON object", file=file), file

@@ -157,13 +157,17 @@ def test_user_text_in_errors_and_tables_is_never_markup(tmp_path: Path) -> None:
     assert "mcq" in table.output
 
 
-def test_status_with_a_corrupt_lock_or_no_params_is_one_line(tmp_path: Path) -> None:
+def test_status_and_run_with_a_corrupt_lock_or_no_params_are_one_line(tmp_path: Path) -> None:
     root = _project(tmp_path)
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: [\n  broken")
     line = _one_error_line(runner.invoke(app, ["status", "--root", str(root)]))
     assert "dvc.lock: not valid YAML" in line and "git checkout dvc.lock" in line
+    line = _one_error_line(runner.invoke(app, ["run", "--root", str(root)]))
+    assert "dvc.lock: not valid YAML" in line  # `run` reads the lock before starting Prefect
     (root / "dvc.lock").write_text("- just\n- a list\n")
     line = _one_error_line(runner.invoke(app, ["status", "--root", str(root)]))
+    assert "dvc.lock: not a DVC lock file" in line
+    line = _one_error_line(runner.invoke(app, ["run", "--root", str(root)]))
     assert "dvc.lock: not a DVC lock file" in line
     (root / "dvc.lock").unlink()
     (root / "params.yaml").unlink()

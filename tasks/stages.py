@@ -24,34 +24,59 @@ from videorft.pipeline import handoff
 from videorft.pipeline.runner import repro_stage
 from videorft.pipeline.status import stage_status
 
-#: One line per stage for the terminal (`videorft run` shows it; Prefect's and DVC's own logs go
-#: to reports/run.log unless --verbose).
+#: The terminal's view of the run (`videorft run` shows it; Prefect's and DVC's own logs go to
+#: reports/run.log unless --verbose). INFO: one line as each stage starts and ends, and at each
+#: quarter of a long stage's progress bar. DEBUG: every progress update (at most every
+#: UPDATE_EVERY_S per stage), for the live table on a terminal. Each record carries the
+#: stage's state in ``extra`` (see ``videorft.console.StageBoard``).
 progress = logging.getLogger("videorft.progress")
+UPDATE_EVERY_S = 0.5
+
+
+def report(level: int, stage: str, state: str, message: str, *args: Any, **facts: Any) -> None:
+    """A progress record: the line for the log and the facts for the live table."""
+    progress.log(level, "%-15s " + message, stage, *args,
+                 extra={"stage": stage, "state": state, **facts})
 
 
 class StageProgress:
-    """Reads a stage's output as DVC streams it and reports its progress bars (tqdm's "n/total
-    [") on the progress line at every quarter: the long stages show they are moving without
-    printing every refresh."""
+    """Reads a stage's output as DVC streams it: its progress bars (tqdm's "n/total [") and the
+    trainer's latest reward (GRPO) or loss (warm start). Reported at every quarter as a line,
+    and as a live update at most every UPDATE_EVERY_S: the long stages show they are moving
+    without printing every refresh."""
 
     BAR = re.compile(r"(?:^|\s)(\d+)/(\d+) \[")
+    METRIC = re.compile(r"'(reward|loss)': '([^']+)'")
 
-    def __init__(self, stage: str, every: float = 0.25) -> None:
-        self.stage, self.every = stage, every
+    def __init__(self, stage: str, every: float = 0.25, clock=time.monotonic) -> None:
+        self.stage, self.every, self.clock = stage, every, clock
         self.reported: dict[int, float] = {}  # per bar (known by its total): bars interleave
+        self.metric: str | None = None
+        self.updated_at = 0.0
 
     def __call__(self, line: str) -> None:
+        metrics = dict(self.METRIC.findall(line))
+        for name in ("reward", "loss"):  # GRPO's logs hold both: the reward is the news
+            if name in metrics:
+                self.metric = f"{name} {metrics[name]}"
+                break
         match = self.BAR.search(line)
         if not match:
             return
         done, total = int(match.group(1)), int(match.group(2))
         if total <= 0:
             return
+        facts = {"done": done, "total": total, "metric": self.metric}
         share, reported = done / total, self.reported.get(total, 0.0)
         if share >= reported + self.every and share < 1.0:
             self.reported[total] = share - share % self.every
-            progress.info("%-15s %3.0f%% (%d/%d)", self.stage, 100 * self.reported[total], done,
-                          total)
+            report(logging.INFO, self.stage, "running", "%3.0f%% (%d/%d)",
+                   100 * self.reported[total], done, total, **facts)
+        elif self.clock() - self.updated_at >= UPDATE_EVERY_S:
+            report(logging.DEBUG, self.stage, "running", "%d/%d", done, total, **facts)
+        else:
+            return
+        self.updated_at = self.clock()
 
 
 #: A stage's or DVC's warning or error line: Python warnings (`x.py:3: UserWarning: ...`),
@@ -69,25 +94,30 @@ def _run(stage: str, root: str, force: bool, up_to_date: bool = False) -> dict[s
     """`up_to_date`: the flow already knows from DVC that the stage is unchanged (RunStatus)."""
     logger = get_run_logger()
     if not up_to_date:
-        progress.info("%-15s running ...", stage)
+        report(logging.INFO, stage, "running", "running ...")
     bars = StageProgress(stage)
 
     def log(line: str) -> None:
         logger.log(log_level(line), line)
         bars(line)
 
-    outcome = repro_stage(
-        Path(root), stage, force=force, log=log, known_up_to_date=up_to_date
-    )
+    try:
+        outcome = repro_stage(
+            Path(root), stage, force=force, log=log, known_up_to_date=up_to_date
+        )
+    except Exception:
+        report(logging.INFO, stage, "failed", "failed")  # the error itself is logged above
+        raise
     if outcome.ran:
         logger.info("%s ran in %.1f s (%s)", stage, outcome.seconds, "; ".join(outcome.reasons))
-        progress.info("%-15s ran in %.1f s", stage, outcome.seconds)
+        report(logging.INFO, stage, "ran", "ran in %.1f s", outcome.seconds,
+               seconds=outcome.seconds)
     elif outcome.pulled:
         logger.info("%s: %s, not recomputed", stage, "; ".join(outcome.reasons))
-        progress.info("%-15s pulled from the remote", stage)
+        report(logging.INFO, stage, "pulled", "pulled from the remote")
     else:
         logger.info("%s is up to date: skipped", stage)
-        progress.info("%-15s up to date, skipped", stage)
+        report(logging.INFO, stage, "skipped", "up to date, skipped")
     return outcome.to_dict()
 
 

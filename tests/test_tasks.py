@@ -89,6 +89,25 @@ def test_long_stages_report_their_progress_bars_by_quarters(caplog) -> None:
         "25% (600/2400)", "50% (1200/2400)", "75% (1800/2400)", "50% (760/1264)"]
 
 
+def test_progress_updates_carry_the_bar_and_the_latest_reward(caplog) -> None:
+    """Between the quarter lines, DEBUG updates (for the live table) at most every
+    UPDATE_EVERY_S, each with the stage's facts: bar position and the trainer's last reward."""
+    now = [0.0]
+    bars = StageProgress("train", clock=lambda: now[0])
+    with caplog.at_level("DEBUG", logger="videorft.progress"):
+        bars("{'loss': '0.1', 'reward': '1.25', 'kl': '0.002'}")
+        for step in range(1, 11):
+            now[0] += 0.3
+            bars(f"{10 * step}%|#   | {step}/10 [00:01<00:05,  8.6it/s]")
+    facts = [(r.levelname, r.done) for r in caplog.records]
+    # 0.3 s apart: an update where 0.5 s have passed since the last record, the quarters
+    # (and only they) at INFO.
+    assert facts == [("DEBUG", 2), ("INFO", 3), ("INFO", 5), ("DEBUG", 7), ("INFO", 8),
+                     ("DEBUG", 10)]
+    assert {(r.total, r.metric) for r in caplog.records} == {(10, "reward 1.25")}
+    assert {r.stage for r in caplog.records} == {"train"}
+
+
 @pytest.mark.parametrize(("line", "level"), [
     ("/x/videorft/trainer/grpo.py:12: UserWarning: torch.compile is off", "WARNING"),
     ("  FutureWarning: `torch_dtype` is deprecated", "WARNING"),

@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -155,9 +157,9 @@ def run(
 
                 # After that import: it sets up Prefect's logging, which replaces root handlers.
                 run_log = _log_run_to(project / params.paths.reports / RUN_LOG)
-
-                outcomes = pipeline(root=str(project), force=force, from_stage=from_stage,
-                                    to_stage=to_stage, known_status=status)
+                with _stage_view(selected, live=sys.stderr.isatty() and not verbose):
+                    outcomes = pipeline(root=str(project), force=force, from_stage=from_stage,
+                                        to_stage=to_stage, known_status=status)
     except (VideoRFTError, KeyError) as exc:
         _fail(exc)
         return
@@ -201,6 +203,27 @@ def _log_run_to(path: Path) -> Path:
     progress.propagate = False  # not twice on the terminal under --verbose
     progress.handlers = [to_terminal, to_file]
     return path
+
+
+@contextmanager
+def _stage_view(stages: list[str], *, live: bool) -> Iterator[None]:
+    """On a terminal: a live table of the stages (state, elapsed, progress bar, reward) in
+    place of the progress lines, kept on screen at the end. Elsewhere: the lines."""
+    if not live:
+        yield
+        return
+    from videorft.console import live_board
+
+    progress = logging.getLogger("videorft.progress")
+    lines = [h for h in progress.handlers if not isinstance(h, logging.FileHandler)]
+    with live_board(stages, Console(stderr=True, markup=False)) as board:
+        progress.setLevel(logging.DEBUG)  # every update, for the table (the file keeps INFO)
+        progress.handlers = [*(h for h in progress.handlers if h not in lines), board]
+        try:
+            yield
+        finally:
+            progress.handlers = [h for h in progress.handlers if h is not board] + lines
+            progress.setLevel(logging.NOTSET)
 
 
 def _print_results(project: Path, params: Params) -> None:

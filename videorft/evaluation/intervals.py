@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+import videorft.video_tasks as video_tasks
 from videorft.evaluation.bootstrap import (
     Interval,
     mean_interval,
@@ -30,7 +31,6 @@ from videorft.evaluation.bootstrap import (
     resample_indices,
 )
 from videorft.evaluation.scoring import item_values
-from videorft.records import TASKS
 
 #: ``{source: {task: {metric: {"value", "low", "high"}}}}``
 Intervals = dict[str, dict[str, dict[str, dict[str, float]]]]
@@ -68,7 +68,7 @@ class Bootstrap:
 
 def group_items(scored: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """``{source: {task: {id: item}}}`` of :func:`score_item` outputs; sources sorted, tasks in
-    TASKS order, like :func:`videorft.stages.evaluate.aggregate_by_source`."""
+    the task registry's order, like :func:`videorft.stages.evaluate.aggregate_by_source`."""
     grouped: dict[str, dict[str, dict[str, Any]]] = {}
     for item in scored:
         source, task, ident = str(item.get("source")), item["task"], item["id"]
@@ -77,7 +77,9 @@ def group_items(scored: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[st
             raise ValueError(f"item {ident!r} is scored twice in {source}/{task}")
         by_id[ident] = item
     return {
-        source: {task: grouped[source][task] for task in TASKS if task in grouped[source]}
+        source: {
+            task: grouped[source][task] for task in video_tasks.names() if task in grouped[source]
+        }
         for source in sorted(grouped)
     }
 

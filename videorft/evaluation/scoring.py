@@ -8,7 +8,9 @@ A predictions file is JSONL, one object per model answer::
 Every per-item value comes from :func:`videorft.rewards.score`, the one implementation of each
 reward rule, so a model is evaluated by exactly the rules it was trained on; this module only
 validates the truth, and turns per-item components into the paper's table metrics
-(:data:`METRICS`).
+(:data:`METRICS`). What is task-specific (a solution's shape, a task's metrics and their
+per-item values) comes from the task's module in :mod:`videorft.video_tasks`, through the
+task registry.
 
 Decisions (tested in tests/test_score.py):
 
@@ -36,14 +38,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
+import videorft.video_tasks as video_tasks
 from videorft.errors import DataValidationError
 from videorft.io import atomic_open, atomic_write_text
-from videorft.records import OPTION_LETTERS, TASKS, TRACKING_BOXES
-from videorft.rewards import COMPONENTS, TASK_REWARDS
+from videorft.rewards import COMPONENTS
 from videorft.rewards import score as reward_score
 
 __all__ = [
@@ -57,111 +59,16 @@ __all__ = [
     "score_predictions",
 ]
 
-#: The table metrics of each task, in table order (``count`` follows them in :func:`aggregate`).
-METRICS: dict[str, tuple[str, ...]] = {
-    "temporal_grounding": ("miou", "r@0.3", "r@0.5", "r@0.7"),
-    "tracking": ("ao", "sr@0.5", "sr@0.75"),
-    "grounded_qa": ("accuracy", "miou"),
-    "mcq": ("accuracy",),
-}
+#: The table metrics of each task, in table order (``count`` follows them in :func:`aggregate`):
+#: a live view of each registered task's ``metrics``.
+METRICS = video_tasks.table("metrics")
 
 REQUIRED_KEYS = ("id", "task", "completion", "solution")
-_TOLERANCE = 1e-9  # see the module docstring: threshold metrics forgive float round-off
 
 
 # --------------------------------------------------------------------------------------------
 # Reading and validating predictions
 # --------------------------------------------------------------------------------------------
-
-
-def _finite(value: Any) -> float | None:
-    """A finite real number as float (bools and 10**400 are not), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _decode(value: Any) -> Any:
-    """The trainer stores nested solutions as JSON strings: decode those, keep anything else."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except (ValueError, RecursionError):
-            return value
-    return value
-
-
-def _letter(value: Any) -> str | None:
-    """``"C"``, ``"(C)"`` or ``" c "`` as ``"C"``; None unless it names one option A-G."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if text.startswith("(") and text.endswith(")"):
-        text = text[1:-1].strip()
-    text = text.upper()
-    return text if len(text) == 1 and text in OPTION_LETTERS else None
-
-
-def _span(value: Any, what: str, fail: Callable[[str], NoReturn]) -> list[float]:
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        fail(f"{what} must be [start, end] in seconds, got {value!r}")
-    start, end = _finite(value[0]), _finite(value[1])
-    if start is None or end is None:
-        fail(f"{what} must hold two finite numbers, got {value!r}")
-    if start < 0:
-        fail(f"impossible span {what} {value!r}: starts before 0 s")
-    if start > end:
-        fail(f"impossible span {what} {value!r}: ends before it starts")
-    return [start, end]
-
-
-def _box(value: Any, what: str, fail: Callable[[str], NoReturn]) -> list[float]:
-    if not isinstance(value, list | tuple) or len(value) != 4:
-        fail(f"{what} must be [x0, y0, x1, y1], got {value!r}")
-    numbers = [_finite(v) for v in value]
-    if any(v is None for v in numbers):
-        fail(f"{what} must hold four finite numbers, got {value!r}")
-    x0, y0, x1, y1 = numbers
-    if x1 < x0 or y1 < y0:  # type: ignore[operator]  # None excluded just above
-        fail(f"impossible box {what} {value!r}: need x0 <= x1 and y0 <= y1")
-    return numbers  # type: ignore[return-value]
-
-
-def _solution(task: str, raw: Any, fail: Callable[[str], NoReturn]) -> Any:
-    """The solution of ``task`` in its record shape (see the module docstring)."""
-    value = _decode(raw)
-    if task == "temporal_grounding":
-        return _span(value, "solution", fail)
-    if task == "tracking":
-        if isinstance(value, dict):
-            value = value.get("answer")
-        if not isinstance(value, list | tuple) or len(value) != TRACKING_BOXES:
-            got = len(value) if isinstance(value, list | tuple) else type(value).__name__
-            fail(f"tracking solution must hold exactly {TRACKING_BOXES} boxes, got {got}")
-        return [_box(box, f"solution box {i}", fail) for i, box in enumerate(value)]
-    if task == "mcq" and isinstance(value, str):
-        value = {"answer": value}
-    if not isinstance(value, dict):
-        fail(f"{task} solution must be an object with 'answer', got {raw!r}")
-    letter = _letter(value.get("answer"))
-    if letter is None:
-        fail(
-            f"solution answer must be one option letter {', '.join(OPTION_LETTERS)} "
-            f"(or in brackets), got {value.get('answer')!r}"
-        )
-    if task == "mcq":
-        return {"answer": letter}
-    glue = value.get("glue")
-    if not isinstance(glue, list | tuple) or not glue:
-        fail(f"grounded_qa solution.glue must be a non-empty list of [s, e] spans, got {glue!r}")
-    return {
-        "answer": letter,
-        "glue": [_span(span, f"solution.glue[{i}]", fail) for i, span in enumerate(glue)],
-    }
 
 
 def parse_prediction(obj: Any, *, line: int, file: str) -> dict[str, Any]:
@@ -184,12 +91,13 @@ def parse_prediction(obj: Any, *, line: int, file: str) -> dict[str, Any]:
     if not isinstance(obj["id"], str) or not obj["id"].strip():
         fail(f"id must be a non-empty string, got {obj['id']!r}")
     record = obj["id"]
-    task = obj["task"]
-    if task not in TASKS:
-        fail(f"unknown task {task!r} (expected one of {', '.join(TASKS)})")
+    try:
+        task = video_tasks.get(obj["task"])
+    except video_tasks.UnknownTaskError as exc:
+        fail(str(exc))
     if not isinstance(obj["completion"], str):
         fail(f"completion must be a string, got {type(obj['completion']).__name__}")
-    return {**obj, "solution": _solution(task, obj["solution"], fail)}
+    return {**obj, "solution": task.normalise_solution(obj["solution"], fail)}
 
 
 def _utf8_encodable(obj: Any) -> bool:
@@ -270,20 +178,10 @@ def item_values(task: str, rows: list[dict[str, Any]]) -> dict[str, list[float]]
 
     Every table metric is the mean of these per-item values (``miou`` / ``ao``: the item's IoU;
     ``r@k`` / ``sr@k``: 1.0 when its IoU is at least k, else 0.0; ``accuracy``: 0.0 or 1.0), which
-    is what lets the bootstrap (:mod:`videorft.evaluation.bootstrap`) resample items.
+    is what lets the bootstrap (:mod:`videorft.evaluation.bootstrap`) resample items. The task
+    defines them (:meth:`videorft.video_tasks.base.VideoTask.item_values`).
     """
-    ious = [float(row["iou"]) for row in rows] if "iou" in TASK_REWARDS[task] else []
-    accuracy = [float(row["accuracy"]) for row in rows] if "accuracy" in TASK_REWARDS[task] else []
-    values: dict[str, list[float]] = {}
-    for metric in METRICS[task]:
-        if metric in ("miou", "ao"):
-            values[metric] = ious
-        elif metric == "accuracy":
-            values[metric] = accuracy
-        else:  # "r@k" / "sr@k"
-            threshold = float(metric.split("@", 1)[1]) - _TOLERANCE
-            values[metric] = [1.0 if v >= threshold else 0.0 for v in ious]
-    return values
+    return video_tasks.get(task).item_values(rows)
 
 
 def _task_metrics(task: str, rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -297,13 +195,13 @@ def _task_metrics(task: str, rows: list[dict[str, Any]]) -> dict[str, float]:
 def aggregate(items: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """``{task: {metric: value, ..., "count": n}}`` from :func:`score_item` outputs.
 
-    Tasks in TASKS order, metrics in METRICS order; tasks without items are left out.
+    Tasks in the registry's (canonical) order, metrics in METRICS order; tasks without items
+    are left out.
     """
-    by_task: dict[str, list[dict[str, Any]]] = {task: [] for task in TASKS}
+    by_task: dict[str, list[dict[str, Any]]] = {task: [] for task in video_tasks.names()}
     for item in items:
-        if item["task"] not in by_task:
-            raise ValueError(f"unknown task {item['task']!r} (expected one of {', '.join(TASKS)})")
-        by_task[item["task"]].append(item)
+        task = video_tasks.get(item["task"]).name  # an unknown task raises, naming the known
+        by_task[task].append(item)
     return {task: _task_metrics(task, rows) for task, rows in by_task.items() if rows}
 
 

@@ -31,8 +31,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import videorft.video_tasks as video_tasks
 from videorft.errors import StageError
-from videorft.params import TASK_NAMES, GateParams
+from videorft.params import GateParams
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def parse_min_key(key: str) -> list[tuple[str | None, str, str]]:
     one that names an existing metric.
     """
     readings: list[tuple[str | None, str, str]] = []
-    for task in TASK_NAMES:
+    for task in video_tasks.names():
         if key.startswith(task + ".") and len(key) > len(task) + 1:
             readings.append((None, task, key[len(task) + 1 :]))
         start = key.find("." + task + ".")
@@ -130,7 +131,7 @@ def _check_minimums(
         if not matches:
             report.failures.append(
                 f"min {key}: no such metric for {target} (keys are 'task.metric' or "
-                f"'source.task.metric'; tasks: {', '.join(TASK_NAMES)})"
+                f"'source.task.metric'; tasks: {', '.join(video_tasks.names())})"
             )
             continue
         for source, task, metric, raw in matches:

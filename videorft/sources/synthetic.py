@@ -58,6 +58,7 @@ import av
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+import videorft.video_tasks as video_tasks
 from videorft.errors import ConfigError, DataValidationError
 from videorft.io import (
     atomic_write_json,
@@ -70,7 +71,7 @@ from videorft.io import (
     write_jsonl,
 )
 from videorft.params import SourceParams
-from videorft.records import OPTION_LETTERS, TASKS, TRACKING_BOXES, make_record
+from videorft.records import OPTION_LETTERS, TRACKING_BOXES, make_record
 from videorft.sources._common import Item, OnInvalid, emit, read_text, root_relative
 from videorft.video.decode import available_cpus
 from videorft.video.sampling import sample_indices
@@ -86,6 +87,9 @@ N_OPTIONS = 4
 MIN_VIDEOS_PER_WORKER = 128
 
 Task = Literal["temporal_grounding", "tracking", "grounded_qa", "mcq"]
+#: The tasks this source renders (one builder each, ``_BUILDERS``), in the task registry's
+#: canonical order; a sample's random stream is seeded with its task's position here.
+TASKS: tuple[str, ...] = video_tasks.CANONICAL
 HeldOut = Literal["val", "test"]
 GqaQuestion = Literal["shape", "colour"]
 McqQuestion = Literal["direction", "count"]
@@ -796,7 +800,7 @@ def _record(sample: _Sample, options: SyntheticOptions) -> dict[str, Any]:
         task=sample.task,
         source="synthetic",
         video=f"{VIDEO_DIR}/{sample.native_id}.mp4",
-        nframes=TRACKING_BOXES if sample.task == "tracking" else None,
+        nframes=video_tasks.get(sample.task).nframes,
         duration=sample.n_frames / options.fps,
         inputs=sample.inputs,
         solution=sample.solution,

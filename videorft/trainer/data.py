@@ -6,7 +6,8 @@ video during training and the dataset never holds pixels.
 
 :func:`reference_answer` writes the answer a perfect model would give, in the exact format the
 rewards parse; the warm start trains on it, and the tests check that it scores 1.0 on every
-reward component (one definition of the format, shared with :mod:`videorft.rewards`).
+reward component (one definition of the format per task, in its module under
+:mod:`videorft.video_tasks`, next to the reward rules that parse it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+import videorft.video_tasks as video_tasks
 from videorft.errors import ConfigError, DataValidationError
 from videorft.io import read_jsonl
 from videorft.model.inputs import row_messages
@@ -109,37 +111,11 @@ def frame_store_loader(store: FrameStore) -> VideoLoader:
     return load
 
 
-def _seconds(value: float) -> str:
-    return f"{float(value):.2f}"
-
-
-def _box(box: list[float]) -> str:
-    return "[" + ", ".join(f"{float(v):.2f}" for v in box) + "]"
-
-
-def _letter(solution: Any) -> str:
-    answer = solution["answer"] if isinstance(solution, dict) else solution
-    return str(answer).strip().strip("()")
-
-
 def reference_answer(task: str, solution: Any, *, thinking: bool) -> str:
-    """The ideal completion for a sample: the reward's format, filled with the ground truth."""
-    if isinstance(solution, str) and task != "mcq":
-        solution = json.loads(solution)
-    if task == "temporal_grounding":
-        start, end = solution
-        answer = f"<answer>{_seconds(start)} to {_seconds(end)}</answer>"
-    elif task == "tracking":
-        answer = "<answer>[" + ", ".join(_box(b) for b in solution) + "]</answer>"
-    elif task == "grounded_qa":
-        glue = ", ".join(f"({_seconds(s)}, {_seconds(e)})" for s, e in solution["glue"])
-        answer = f"<answer>{_letter(solution)}</answer><glue>[{glue}]</glue>"
-    elif task == "mcq":
-        if isinstance(solution, str) and solution.startswith("{"):
-            solution = json.loads(solution)
-        answer = f"<answer>{_letter(solution)}</answer>"
-    else:
-        raise ValueError(f"unknown task {task!r}")
-    if thinking:
-        return "<think>I watch the video and locate the relevant moment.</think>" + answer
-    return answer
+    """The ideal completion for a sample: the reward's format, filled with the ground truth
+    (each task writes its own, :meth:`videorft.video_tasks.base.VideoTask.reference_answer`)."""
+    try:
+        spec = video_tasks.get(task)
+    except video_tasks.UnknownTaskError:
+        raise ValueError(f"unknown task {task!r}") from None
+    return spec.reference_answer(solution, thinking=thinking)

@@ -40,6 +40,7 @@ def test_the_board_shows_state_elapsed_progress_and_reward_per_stage() -> None:
     log.info("a record without stage facts is ignored")
     clock.now += 30.0
     report("train", "running", done=1200, total=2400, metric="reward 1.5")
+    report("train", "running", done=1, total=1)  # a short bar in between: not shown
     rows = _render(board)
     assert rows[0].split() == ["stage", "state", "elapsed", "progress"]
     assert rows[1] == "download ran 2.5 s"

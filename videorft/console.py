@@ -66,10 +66,13 @@ class StageBoard(logging.Handler):
             if state == "running":
                 if row.state != "running":
                     row.state, row.started = "running", self.clock()
-                for name in ("done", "total", "metric"):
-                    value = getattr(record, name, None)
-                    if value is not None:
-                        setattr(row, name, value)
+                done, total = getattr(record, "done", None), getattr(record, "total", None)
+                # A stage's bars interleave (a save, an evaluation pass): show its longest.
+                if total is not None and (row.total is None or total >= row.total):
+                    row.done, row.total = done, total
+                metric = getattr(record, "metric", None)
+                if metric is not None:
+                    row.metric = metric
             else:
                 row.state = DONE_STATES.get(state, state)
                 seconds = getattr(record, "seconds", None)

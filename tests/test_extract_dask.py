@@ -28,7 +28,7 @@ from tests.test_extract import (
     video_records,
 )
 from videorft.errors import StageError
-from videorft.video import extract
+from videorft.video import dask_cluster
 from videorft.video.extract import TEST_HOOK_ENV, items_from_records
 from videorft.video.store import FrameStore
 
@@ -101,7 +101,7 @@ def test_dask_quarantine_equals_local_quarantine(library, tmp_path, monkeypatch)
         "videos/corrupt.mp4: cannot open as a video")
     assert reasons[keys["videos/missing.mp4"]] == "videos/missing.mp4: file not found"
     assert not list(dask.rglob("*.tmp")), "no temp file or probe left behind"
-    assert not extract._DECODERS, "the decoder processes were stopped after the stage"
+    assert not dask_cluster._DECODERS, "the decoder processes were stopped after the stage"
 
 
 KILL_SCRIPT = textwrap.dedent("""
@@ -170,11 +170,11 @@ def test_explicit_scheduler_address(library, reference, tmp_path):
                      dask_address=cluster.scheduler_address)
         assert (report.extracted, report.quarantined) == (len(RECORDS), 0)
         assert snapshot(store) == reference
-        assert list(client.run(extract._close_idle_decoders).values()) == [0], \
+        assert list(client.run(dask_cluster._close_idle_decoders).values()) == [0], \
             "the workers' decoders were stopped after the stage"
         # What a worker without the project on shared storage answers (it fails the stage).
         elsewhere = tmp_path / "not-shared"
-        problem = client.submit(extract._worker_problem, str(library), str(elsewhere),
+        problem = client.submit(dask_cluster._worker_problem, str(library), str(elsewhere),
                                 str(elsewhere / ".probe.tmp"), pure=False).result()
         assert re.fullmatch(rf"extract_frames: Dask worker tcp://\S+ does not see the stage's "
                             rf"frame store {re.escape(str(elsewhere))}\. .*shared storage.*",
@@ -183,7 +183,7 @@ def test_explicit_scheduler_address(library, reference, tmp_path):
 
 
 def test_unreachable_scheduler_is_a_clear_error(library, tmp_path, monkeypatch):
-    monkeypatch.setattr(extract, "DASK_CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(dask_cluster, "DASK_CONNECT_TIMEOUT_S", 1.0)
     address = f"tcp://127.0.0.1:{free_port()}"
     store = tmp_path / "store"
     started = time.monotonic()

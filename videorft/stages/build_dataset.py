@@ -17,7 +17,7 @@ from videorft.io import atomic_write_json, read_jsonl, write_jsonl
 from videorft.params import Params
 from videorft.prompts import build_prompt
 from videorft.records import SPLITS, validate_record
-from videorft.video.extract import frame_key
+from videorft.video.plan import frame_key
 from videorft.video.sampling import SamplingConfig
 from videorft.video.store import FrameStore
 

@@ -11,10 +11,13 @@ The contract (docs/gpu-workers.md tells it to operators):
   exactly those paths (``prepare_worker``), not the whole upstream DAG (raw videos stay put).
 - data out: the worker pushes the stage's cached outputs to the remote and writes a *handoff
   record* ``<remote>/videorft-runs/<stage>/<flow run id>.json``: the stage's dvc.lock entry,
-  its ``cache: false`` outputs (metrics and plots, which DVC keeps out of remotes; small), and
-  the run's outcome (``finish_worker``). The pipeline writes that entry into its own dvc.lock
-  and those files into place, pulls the cached outputs, and checks that ``dvc status STAGE`` is
-  clean (``take_back``).
+  its ``cache: false`` outputs, and the run's outcome (``finish_worker``). The pipeline writes
+  that entry into its own dvc.lock and those files into place, pulls the cached outputs, and
+  checks that ``dvc status STAGE`` is clean (``take_back``).
+- ``cache: false`` outputs: this project's dvc.yaml has none (every output, metrics and plots
+  included, is DVC-cached and comes back by ``dvc pull``), so its records carry no files. The
+  handling is kept for a user's own dvc.yaml that marks an output ``cache: false``: DVC keeps
+  such an output out of remotes, so the record is its only way back.
 - without a remote, nothing can travel: the worker must share the pipeline's checkout (a worker
   on the same machine); the record then lies in ``.dvc/tmp/videorft-runs/`` of that checkout,
   and a worker elsewhere is reported as such.
@@ -43,7 +46,8 @@ RECORDS = "videorft-runs"  # folder of handoff records, in the remote (or .dvc/t
 
 def _stage_io(root: Path, stage: str) -> tuple[list[str], list[str], list[str]]:
     """(upstream stages producing the stage's data deps, those deps' paths, the stage's
-    `cache: false` outputs), all read from dvc.yaml's graph."""
+    `cache: false` outputs: none with this project's dvc.yaml), all read from dvc.yaml's
+    graph."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
@@ -121,8 +125,9 @@ def take_back(
     root: Path, stage: str, url: str | None, run_id: str, *, where: str, log: Log | None = None
 ) -> dict[str, Any]:
     """After the worker finished `stage` (flow run `run_id`, described by `where`): write its
-    dvc.lock entry and `cache: false` outputs here, pull its cached outputs from the remote,
-    and check that DVC sees the stage as up to date. Returns the worker's stage outcome."""
+    dvc.lock entry and `cache: false` outputs (if its dvc.yaml has any) here, pull its cached
+    outputs from the remote, and check that DVC sees the stage as up to date. Returns the
+    worker's stage outcome."""
     root = Path(root)
     location = _record_location(root, url, stage, run_id)
     fs, path = _filesystem(root, location)

@@ -425,6 +425,20 @@ def test_s3_publish_verifies_and_is_idempotent(s3_server: S3Server, tmp_path: Pa
     assert stamps() == before
 
 
+def test_s3_publish_to_a_missing_bucket_is_not_transient(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """No such bucket fails the same way next time: a PublishError that says so (exit 1, no
+    Prefect retry), naming the target; nothing is written anywhere."""
+    params = make_project(tmp_path)
+    manifest = build(tmp_path, params)
+    with pytest.raises(PublishError, match=r"s3://no-such-bucket/reg.*upload failed") as info:
+        publish_s3(tmp_path / params.paths.package, "s3://no-such-bucket/reg", manifest["name"],
+                   manifest["version"], endpoint_url=s3_server.endpoint_url)
+    assert info.value.transient is False
+    assert not s3_server.filesystem().exists("no-such-bucket")
+
+
 def test_s3_interrupted_upload_is_not_published_and_a_retry_completes(
     s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,7 +18,6 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 
 from videorft.errors import StageError
-from videorft.io import read_json
 from videorft.params import OrchestrationParams, load_params
 from videorft.pipeline import handoff
 from videorft.pipeline.runner import repro_stage
@@ -137,15 +136,9 @@ def download(root: str, force: bool = False, up_to_date: bool = False) -> dict[s
 @task(name="extract_frames")
 def extract_frames(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
     outcome = _run("extract_frames", root, force, up_to_date)
-    params = load_params(Path(root) / "params.yaml")
-    quarantine = Path(root) / params.paths.frames / "quarantine.json"
-    if quarantine.exists() and (entries := read_json(quarantine)):
+    if entries := outcome["summary"].get("quarantine"):
         create_table_artifact(
-            key="quarantine",
-            table=[
-                {"video": e.get("video") or str(e.get("frames")), "reason": e["reason"]}
-                for e in entries
-            ],
+            key="quarantine", table=entries,
             description=f"{len(entries)} video(s) quarantined by frame extraction",
         )
     return outcome
@@ -183,14 +176,14 @@ def train(
         outcome = _train_on_deployment(deployment, root, force, params.orchestration)
     else:
         outcome = _run("train", root, force, up_to_date)
-    summary_path = Path(root) / params.paths.trained / "training_summary.json"
-    if outcome["ran"] and summary_path.exists():
-        summary = read_json(summary_path)
-        lines = [f"| {k} | {v} |" for k, v in summary.items() if not isinstance(v, dict | list)]
+    summary = dict(outcome["summary"])
+    if outcome["ran"] and summary:
+        curve = summary.pop("reward_curve", None)
+        lines = [f"| {k} | {v} |" for k, v in summary.items()]
         create_markdown_artifact(
             key="videorft-train",
             markdown="| training | |\n|---|---|\n" + "\n".join(lines)
-            + f"\n\nReward curve: `{Path(root) / params.paths.reports / 'train/reward_curve.png'}`",
+            + (f"\n\nReward curve: `{Path(root) / curve}`" if curve else ""),
             description="GRPO training summary",
         )
     return outcome
@@ -296,11 +289,9 @@ def _wait(flow_run_id: Any, timeout_s: float, where: str) -> Any:
 def evaluate(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
     """Base -> trained comparison; the table becomes a Prefect artifact."""
     outcome = _run("evaluate", root, force, up_to_date)
-    params = load_params(Path(root) / "params.yaml")
-    table = Path(root) / params.paths.evaluation / "table.md"
-    if outcome["ran"] and table.exists():
+    if table := outcome["summary"].get("table"):
         create_markdown_artifact(
-            key="videorft-eval", markdown=table.read_text(encoding="utf-8"),
+            key="videorft-eval", markdown=table,
             description="Evaluation: base -> trained (the paper's metrics)",
         )
     return outcome
@@ -315,15 +306,13 @@ class GateFailed(StageError):
 @task(name="publish", retries=2, retry_delay_seconds=[10, 60],
       retry_condition_fn=_retry_if_transient)
 def publish(root: str, force: bool = False, up_to_date: bool = False) -> dict[str, Any]:
-    params = load_params(Path(root) / "params.yaml")
-    report = Path(root) / params.paths.reports / "publish.json"
     try:
         outcome = _run("publish", root, force, up_to_date)
     except StageError as exc:
-        if report.exists() and read_json(report).get("published") is False:
+        if (exc.summary or {}).get("published") is False:  # the gate's verdict, from the stage
             raise GateFailed(str(exc)) from None
         raise
-    if outcome["ran"] and report.exists() and (summary := read_json(report)).get("targets"):
+    if (summary := outcome["summary"]).get("targets"):
         rows = "\n".join(f"| {t['type']} | {t['status']} | `{t['location']}` |"
                          for t in summary["targets"])
         create_markdown_artifact(

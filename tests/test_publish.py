@@ -619,6 +619,19 @@ def test_stage_gate_failure_publishes_nothing(tmp_path: Path) -> None:
     report = json.loads((tmp_path / params.paths.reports / "publish.json").read_text())
     assert report["published"] is False and report["gate"]["passed"] is False
     assert "FAILED" in (tmp_path / params.paths.reports / "gate.md").read_text()
+    assert info.value.summary == report  # the verdict travels with the error
+
+    # `videorft stage publish` (what dvc.yaml runs) prints the verdict as its summary line,
+    # which the runner hands to the orchestrator in the StageError, then fails with exit 1.
+    from typer.testing import CliRunner
+
+    from videorft.cli import app
+    from videorft.pipeline.runner import SUMMARY_PREFIX
+
+    result = CliRunner().invoke(app, ["stage", "publish", "--root", str(tmp_path)])
+    assert result.exit_code == 1
+    line = next(x for x in result.stdout.splitlines() if x.startswith(SUMMARY_PREFIX))
+    assert json.loads(line[len(SUMMARY_PREFIX):]) == report
 
 
 def test_stage_disabled_or_without_evaluation(tmp_path: Path) -> None:

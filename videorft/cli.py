@@ -261,6 +261,8 @@ def stage(
         params = load_params(project / "params.yaml")
         summary = get_stage(name)(params, project)
     except (VideoRFTError, KeyError) as exc:
+        if (verdict := getattr(exc, "summary", None)) is not None:  # e.g. the gate's verdict
+            print(SUMMARY_PREFIX + json.dumps(verdict, sort_keys=True), flush=True)
         _fail(exc)
         return
     print(SUMMARY_PREFIX + json.dumps(summary, sort_keys=True), flush=True)

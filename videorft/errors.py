@@ -71,4 +71,15 @@ class VideoDecodeError(VideoRFTError):
 
 
 class StageError(VideoRFTError):
-    """A pipeline stage failed as a whole (for example too many quarantined videos)."""
+    """A pipeline stage failed as a whole (for example too many quarantined videos).
+
+    ``summary``: what the stage reported before failing (its summary line), such as the
+    publish gate's verdict, so the orchestrator reads the failure from the stage's result
+    instead of from files the stage left behind.
+    """
+
+    def __init__(
+        self, *args: object, transient: bool = False, summary: dict | None = None
+    ) -> None:
+        super().__init__(*args, transient=transient)
+        self.summary = summary

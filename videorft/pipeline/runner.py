@@ -127,16 +127,16 @@ def repro_stage(
     if stage in SIDE_EFFECT_STAGES:
         args.append("--no-run-cache")  # restoring its outputs would skip the side effect
     code, lines = dvc(args, root, log=log)
+    summary: dict[str, Any] = {}
+    for line in lines:
+        if line.startswith(SUMMARY_PREFIX):
+            summary = json.loads(line[len(SUMMARY_PREFIX) :])
     if code != 0:
         tail = "\n".join(lines[-30:])
         # DVC reports the command's status ("... exited with 75"); 75 = worth another attempt.
         transient = any(f"exited with {EXIT_TRANSIENT}" in line for line in lines[-30:])
         raise StageError(f"stage {stage!r} failed (dvc repro exit {code}):\n{tail}",
-                         transient=transient)
-    summary: dict[str, Any] = {}
-    for line in lines:
-        if line.startswith(SUMMARY_PREFIX):
-            summary = json.loads(line[len(SUMMARY_PREFIX) :])
+                         transient=transient, summary=summary or None)
     seconds = round(time.monotonic() - started, 2)
     pushed()
     return StageOutcome(

@@ -64,10 +64,11 @@ class GateReport:
 class GateFailedError(StageError):
     """The trained model did not pass the publish gate; nothing was published."""
 
-    def __init__(self, report: GateReport):
+    def __init__(self, report: GateReport, summary: dict | None = None):
         self.report = report
         super().__init__(
-            "publish gate failed, nothing was published:\n" + format_gate_report(report)
+            "publish gate failed, nothing was published:\n" + format_gate_report(report),
+            summary=summary,
         )
 
 

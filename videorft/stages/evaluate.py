@@ -237,7 +237,8 @@ def run(params: Params, root: Path) -> dict[str, Any]:
             for label, items in passes:
                 for item in items:
                     handle.write(json.dumps({"model": label, **item}, ensure_ascii=False) + "\n")
-    atomic_write_text(out_dir / "table.md", table_from_report(report))
+    table = table_from_report(report)
+    atomic_write_text(out_dir / "table.md", table)
     plots = out_dir / "plots"
     plot_iou_distribution(per_item, plots / "iou_distribution.png")
     plot_metrics(metrics, models, plots / "metrics.png", intervals=intervals, blind=blind,
@@ -249,6 +250,7 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         "items": len(rows),
         "models": models,
         "headline": {name: headline(metrics[name]) for name in models},
+        "table": table,  # the orchestrator's artifact (markdown)
     }
     if cfg.blind_control:
         summary["blind"] = {name: headline(blind[name]) for name in models}

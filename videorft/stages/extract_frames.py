@@ -27,6 +27,8 @@ def run(params: Params, root: Path) -> dict[str, Any]:
         "extracted": report.extracted,
         "reused": report.reused,
         "quarantined": report.quarantined,
+        "quarantine": [{"video": e.get("video") or str(e.get("frames")), "reason": e["reason"]}
+                       for e in report.quarantine],  # the orchestrator's artifact
         "executor": params.extract_frames.executor,
     }
     # A DVC metric: the counts (not `extracted`/`reused`, which depend on history).

@@ -54,9 +54,9 @@ def run(params: Params, root: Path) -> dict[str, Any]:
     gate = check_gate(metrics, cfg.gate, baseline=params.evaluate.baseline)
     atomic_write_text(reports / "gate.md", format_gate_report(gate))
     if not gate.passed:
-        atomic_write_json(reports / "publish.json",
-                          {"name": cfg.name, "published": False, "gate": gate.as_dict()})
-        raise GateFailedError(gate)
+        verdict = {"name": cfg.name, "published": False, "gate": gate.as_dict()}
+        atomic_write_json(reports / "publish.json", verdict)
+        raise GateFailedError(gate, summary=verdict)
     params_dict = params.model_dump(mode="json")
     manifest = build_package(
         root / params.paths.trained, root / params.paths.package, name=cfg.name,

@@ -72,8 +72,11 @@ def run(params: Params, root: Path) -> dict[str, Any]:
 
         summary = train_grpo(params, root, init_model=init_model, checkpoints_dir=checkpoints,
                              out_dir=out_dir, metrics_dir=metrics)
+    from videorft.trainer.metrics import REWARD_CURVE
+
     return {"checkpoints": decision, **({"changed": changed} if changed else {}),
-            **{k: v for k, v in summary.items() if not isinstance(v, dict | list)}}
+            **{k: v for k, v in summary.items() if not isinstance(v, dict | list)},
+            "reward_curve": (Path(metrics_dir(params)) / REWARD_CURVE).as_posix()}
 
 
 def _has_accelerate() -> bool:

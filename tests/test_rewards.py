@@ -23,6 +23,7 @@ from videorft.rewards import (
     temporal_iou,
     tracking_iou,
 )
+from videorft.video_tasks import common, temporal_grounding
 
 TASKS = tuple(TASK_REWARDS)
 
@@ -507,7 +508,7 @@ SMALL = settings(max_examples=400, deadline=None)
 @SMALL
 @given(st.text(alphabet="0123456789. toandTOx-", max_size=40))
 def test_span_pattern_equals_reference(text: str) -> None:
-    assert rewards._SPAN_RE.findall(text) == REF_SPAN.findall(text)
+    assert temporal_grounding.SPAN_RE.findall(text) == REF_SPAN.findall(text)
 
 
 @SMALL
@@ -518,7 +519,7 @@ def test_span_pattern_equals_reference(text: str) -> None:
 )
 def test_last_block_equals_reference_findall(text: str) -> None:
     found = REF_ANSWER.findall(text)
-    assert rewards._last_block(text, "<answer>", "</answer>") == (found[-1] if found else None)
+    assert common.last_block(text, "<answer>", "</answer>") == (found[-1] if found else None)
 
 
 TAG_PIECES = ["<think>", "</think>", "<answer>", "</answer>", "<glue>", "</glue>", " ", "\n", "x"]
@@ -707,6 +708,6 @@ def test_fuzz_temporal_iou_is_the_spec_formula(
 @given(st.lists(st.tuples(CENTIS, CENTIS).map(sorted), min_size=1, max_size=6))
 def test_fuzz_glue_iou_of_itself_is_one(spans: list[list[float]]) -> None:
     completion = gqa("[" + ", ".join(f"({s:.2f}, {e:.2f})" for s, e in spans) + "]")
-    covered = sum(e - s for s, e in rewards._merge([(s, e) for s, e in spans]))
+    covered = sum(e - s for s, e in common.merge_spans([(s, e) for s, e in spans]))
     assert format_reward(completion, "grounded_qa", thinking=True) == 1.0
     assert glue_iou(completion, {"answer": "C", "glue": spans}) == (1.0 if covered > 0 else 0.0)

@@ -37,10 +37,10 @@ from typing import Any
 
 import videorft.video_tasks as video_tasks
 from videorft.video_tasks.base import COMPONENTS, VideoTask
-from videorft.video_tasks.common import as_text, finite, last_block, merge_spans
+from videorft.video_tasks.common import as_text, finite
 from videorft.video_tasks.grounded_qa import glue_iou
 from videorft.video_tasks.mcq import option_accuracy
-from videorft.video_tasks.temporal_grounding import SPAN_RE, temporal_iou
+from videorft.video_tasks.temporal_grounding import temporal_iou
 from videorft.video_tasks.tracking import tracking_iou
 
 __all__ = [
@@ -59,12 +59,6 @@ __all__ = [
 #: Which reward components judge which task (their sum is the task's total reward): a live
 #: view of each registered task's ``rewards``.
 TASK_REWARDS = video_tasks.table("rewards")
-
-# The shared helpers under the names tests/test_rewards.py checks against the reference's
-# regexes (the same objects as in videorft.video_tasks).
-_last_block = last_block
-_merge = merge_spans
-_SPAN_RE = SPAN_RE
 
 # --------------------------------------------------------------------------------------------
 # Tag structure

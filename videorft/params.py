@@ -731,8 +731,8 @@ def update_params(
     doc = load_raw(path)
     before = to_plain(doc)
     if preset is not None:
-        preset_params(path, preset)  # a broken preset is reported as the preset's fault
-        _merge_into(doc, preset_overlay(path, preset))
+        overlay, _ = _apply_preset(before, path, preset)
+        _merge_into(doc, overlay)
         doc["preset"] = preset
     for text in overrides:
         key, value = parse_override(text)
@@ -779,18 +779,30 @@ def preset_file(params_path: str | Path, name: str) -> Path:
 
 def preset_overlay(params_path: str | Path, name: str) -> dict[str, Any]:
     """Preset ``name``'s overlay as plain data (see :func:`preset_file` for where it is read)."""
-    path = preset_file(params_path, name)
-    overlay = to_plain(load_raw(path))
+    return _read_overlay(preset_file(params_path, name))
+
+
+def _read_overlay(file: Path) -> dict[str, Any]:
+    overlay = to_plain(load_raw(file))
     if not isinstance(overlay, dict):
-        raise ConfigError(f"{path}: a preset must be a mapping of stage sections")
+        raise ConfigError(f"{file}: a preset must be a mapping of stage sections")
     return overlay
+
+
+def _apply_preset(
+    raw: dict[str, Any], params_path: str | Path, name: str
+) -> tuple[dict[str, Any], Params]:
+    """Preset ``name``'s overlay and the params it gives over ``raw``; a preset that does not
+    validate is reported as the preset's fault (its file and name), not params.yaml's."""
+    file = preset_file(params_path, name)
+    overlay = _read_overlay(file)
+    params = _validate({**deep_merge(raw, overlay), "preset": name}, f"{file}: preset {name!r}")
+    return overlay, params
 
 
 def preset_params(path: str | Path, name: str) -> Params:
     """The parameters `params apply NAME` would give, without writing anything."""
-    raw = to_plain(load_raw(path))
-    return _validate({**deep_merge(raw, preset_overlay(path, name)), "preset": name},
-                     f"{preset_file(path, name)}: preset {name!r}")
+    return _apply_preset(to_plain(load_raw(path)), path, name)[1]
 
 
 def value_at(params: BaseModel, dotted: str) -> Any:

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any, NoReturn, get_args
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 import videorft.video_tasks as video_tasks
@@ -107,8 +108,9 @@ def test_the_registry_holds_the_built_in_tasks_in_canonical_order() -> None:
     # Everything that lists the tasks lists them in that order.
     assert records.TASKS == synthetic.TASKS == PAPER_ORDER
     assert tuple(rewards.TASK_REWARDS) == tuple(scoring.METRICS) == PAPER_ORDER
-    # params.py spells the names out (pydantic needs literals); they must agree.
-    assert params.TASK_NAMES == get_args(params.Task) == get_args(synthetic.Task) == PAPER_ORDER
+    # params.py reads the registry; the synthetic generator spells out the tasks it can draw.
+    assert params.BuildDatasetParams().tasks == list(PAPER_ORDER)
+    assert get_args(synthetic.Task) == PAPER_ORDER
 
 
 def test_the_per_task_tables_read_like_they_always_did() -> None:
@@ -203,6 +205,20 @@ def test_toy_records_validate(counting: VideoTask) -> None:
 def test_toy_records_are_unknown_once_unregistered() -> None:
     with pytest.raises(DataValidationError, match="unknown task 'counting'"):
         records.validate_record(toy_record(), file=FILE)
+
+
+def test_params_take_the_toy_task_without_an_edit(counting: VideoTask) -> None:
+    """build_dataset.tasks and train.reward_weights name tasks from the registry, so the
+    dataset and the reward weights take a new task with no list in params.py to extend."""
+    dataset = params.BuildDatasetParams(tasks=["temporal_grounding", "counting"])
+    assert dataset.tasks == ["temporal_grounding", "counting"]
+    train = params.TrainParams(reward_weights={"counting": {"accuracy": 0.5}})
+    assert train.reward_weights == {"counting": {"accuracy": 0.5}}
+
+
+def test_params_refuse_a_task_nobody_registered() -> None:
+    with pytest.raises(ValidationError, match="unknown task 'counting'"):
+        params.BuildDatasetParams(tasks=["counting"])
 
 
 def test_toy_prompt(counting: VideoTask) -> None:

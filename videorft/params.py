@@ -22,9 +22,10 @@ import copy
 import io
 import re
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,6 +38,8 @@ from ruamel.yaml import YAML
 from videorft.errors import ConfigError, one_line
 from videorft.io import atomic_write_text
 from videorft.model.tiny_spec import TinyModelSpec
+from videorft.video_tasks import CANONICAL as CANONICAL_TASKS
+from videorft.video_tasks import get as get_task
 
 PARAMS_FILE = "params.yaml"
 #: Where the named presets live, relative to the folder that holds params.yaml.
@@ -242,11 +245,22 @@ class ExtractFramesParams(_Section):
         return self
 
 
+def _registered_task(name: str) -> str:
+    """A task name the video-task registry holds: a new task is its module and registry line,
+    with no list to edit here."""
+    get_task(name)  # UnknownTaskError (a ValueError) names the known tasks
+    return name
+
+
+#: A video task's name, checked against the registry (:mod:`videorft.video_tasks`).
+Task = Annotated[str, AfterValidator(_registered_task)]
+
+
 class BuildDatasetParams(_Section):
     """Stage `build_dataset`: prompts and train/val split."""
 
-    tasks: list[Literal["temporal_grounding", "tracking", "grounded_qa", "mcq"]] = Field(
-        default_factory=lambda: ["temporal_grounding", "tracking", "grounded_qa", "mcq"],
+    tasks: list[Task] = Field(
+        default_factory=lambda: list(CANONICAL_TASKS),
         description="Tasks kept in the dataset.",
     )
     thinking: bool = Field(
@@ -263,8 +277,6 @@ class BuildDatasetParams(_Section):
     )
 
 
-TASK_NAMES = ("temporal_grounding", "tracking", "grounded_qa", "mcq")
-Task = Literal["temporal_grounding", "tracking", "grounded_qa", "mcq"]
 
 
 class TinyModelParams(_Section):

@@ -22,6 +22,8 @@ from videorft.records import make_record
 from videorft.sources.synthetic import COLOURS
 from videorft.stages import get_stage, stage_names, stages_to_force, stages_to_run
 from videorft.stages.build_dataset import assign_split
+from videorft.video.plan import FRAMES_REPORT, frame_key
+from videorft.video.sampling import SamplingConfig
 from videorft.video.store import FrameStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +213,54 @@ def test_span_beyond_measured_duration_is_an_error(
     _run(params, tmp_path, "download", "extract_frames")
     with pytest.raises(DataValidationError, match=r"records\.jsonl.*charades/GOOD_0.*beyond"):
         _run(params, tmp_path, "build_dataset")
+
+
+def test_build_dataset_joins_frames_by_the_sampling_extract_frames_recorded(
+    tmp_path: Path,
+) -> None:
+    """build_dataset reads the sampling from extract_frames' report, not from params: the
+    store keeps every sampling it ran, so after fps 1 -> 2 -> 1 only the report tells which
+    frames are current (and DVC sees the change through it)."""
+    samples = "download.sources.0.options.samples_per_task={temporal_grounding: 2}"
+    one_fps = _params(tmp_path, samples, "build_dataset.tasks=[temporal_grounding]",
+                      "extract_frames.fps=1")
+    _run(one_fps, tmp_path, "download", "extract_frames")
+    two_fps = _params(tmp_path, samples, "build_dataset.tasks=[temporal_grounding]",
+                      "extract_frames.fps=2")
+    _run(two_fps, tmp_path, "extract_frames")
+    _run(one_fps, tmp_path, "extract_frames")  # the store now holds both samplings
+    report = json.loads((tmp_path / "reports" / FRAMES_REPORT).read_text())
+    assert report["sampling"]["fps"] == 1.0
+
+    _run(two_fps, tmp_path, "build_dataset")  # params say 2 fps; the frames are at 1
+    recorded = SamplingConfig.from_params(one_fps.extract_frames)
+    rows = _rows(tmp_path, two_fps)
+    assert rows and all(row["frames_key"] == frame_key(row, recorded) for row in rows)
+    asked = SamplingConfig.from_params(two_fps.extract_frames)
+    assert all(row["frames_key"] != frame_key(row, asked) for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("report", "problem"),
+    [
+        (None, "file not found"),
+        ('{"items": 2, "quarantined": 0}', "no `sampling` recorded; run extract_frames first"),
+        ('{"sampling": {"fps": -1}}', "bad `sampling`: invalid sampling config: fps must be > 0"),
+        ('{"sampling": {"speed": 3}}', "bad `sampling`"),
+    ],
+)
+def test_build_dataset_without_a_usable_frames_report_says_so(
+    tmp_path: Path, report: str | None, problem: str
+) -> None:
+    params = _params(tmp_path)
+    path = tmp_path / "reports" / FRAMES_REPORT
+    if report is not None:
+        path.parent.mkdir(parents=True)
+        path.write_text(report)
+    with pytest.raises(DataValidationError) as error:
+        _run(params, tmp_path, "build_dataset")
+    assert str(path) in str(error.value) and problem in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_on_invalid_skip_reports_and_continues(tmp_path: Path) -> None:

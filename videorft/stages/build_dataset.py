@@ -17,8 +17,7 @@ from videorft.io import atomic_write_json, read_jsonl, write_jsonl
 from videorft.params import Params
 from videorft.prompts import build_prompt
 from videorft.records import SPLITS, validate_record
-from videorft.video.plan import frame_key
-from videorft.video.sampling import SamplingConfig
+from videorft.video.plan import FRAMES_REPORT, frame_key, recorded_sampling
 from videorft.video.store import FrameStore
 
 
@@ -51,7 +50,7 @@ def _cap(rows: list[dict[str, Any]], cap: int | None, seed: int) -> list[dict[st
 
 def run(params: Params, root: Path) -> dict[str, Any]:
     cfg = params.build_dataset
-    sampling = SamplingConfig.from_params(params.extract_frames)
+    sampling = recorded_sampling(root / params.paths.reports / FRAMES_REPORT)
     records_path = root / params.paths.records
     store = FrameStore(root / params.paths.frames)
     out_dir = root / params.paths.dataset

@@ -12,6 +12,7 @@ from typing import Any
 from videorft.io import atomic_write_json, read_jsonl
 from videorft.params import Params
 from videorft.video.extract import extract_frames, items_from_records
+from videorft.video.plan import FRAMES_REPORT
 from videorft.video.sampling import SamplingConfig
 
 
@@ -31,9 +32,11 @@ def run(params: Params, root: Path) -> dict[str, Any]:
                        for e in report.quarantine],  # the orchestrator's artifact
         "executor": params.extract_frames.executor,
     }
-    # A DVC metric: the counts (not `extracted`/`reused`, which depend on history).
+    # A DVC metric: the counts (not `extracted`/`reused`, which depend on history), and the
+    # sampling the frames were taken with, which build_dataset reads to find them: the store
+    # keeps every sampling ever run, so only this file changes when the sampling goes back.
     atomic_write_json(
-        root / params.paths.reports / "frames.json",
-        {"items": report.total, "quarantined": report.quarantined},
+        root / params.paths.reports / FRAMES_REPORT,
+        {"items": report.total, "quarantined": report.quarantined, "sampling": cfg.as_dict()},
     )
     return summary

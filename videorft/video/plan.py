@@ -12,13 +12,16 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from videorft.errors import DataValidationError
-from videorft.io import dumps_canonical
-from videorft.video.sampling import SamplingConfig
+from videorft.io import dumps_canonical, read_json
+from videorft.video.sampling import SamplingConfig, SamplingError
 
+#: extract_frames' report under ``paths.reports``: counts, and the sampling the frames were
+#: taken with (what build_dataset reads to find them).
+FRAMES_REPORT = "frames.json"
 IMAGES_BACKEND = "images"  # frame sequences are read with PIL whatever the video backend
 _STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -111,3 +114,19 @@ def items_from_records(
             )
         )
     return items
+
+
+def recorded_sampling(report: Path) -> SamplingConfig:
+    """The sampling extract_frames last ran with, from its report. build_dataset joins records
+    to frames by it rather than by params, so extract_frames' knobs are listed once in
+    dvc.yaml and reach build_dataset through this file (the store keeps every sampling it
+    ever held, so going back to an earlier one changes only this report)."""
+    recorded = read_json(report)
+    sampling = recorded.get("sampling") if isinstance(recorded, dict) else None
+    if not isinstance(sampling, dict):
+        raise DataValidationError("no `sampling` recorded; run extract_frames first",
+                                  file=str(report))
+    try:
+        return SamplingConfig(**sampling)
+    except (TypeError, SamplingError) as exc:
+        raise DataValidationError(f"bad `sampling`: {exc}", file=str(report)) from None

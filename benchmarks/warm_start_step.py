@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+MINIATURE = ROOT / "configs" / "presets" / "miniature.yaml"
 
 
 def build_project(root: Path, rows: int) -> tuple[Path, object]:
@@ -35,7 +36,7 @@ def build_project(root: Path, rows: int) -> tuple[Path, object]:
               "tasks: [temporal_grounding], samples_per_task: {temporal_grounding: "
               f"{rows}}}, held_out: {{val: 0}}, width: 160, height: 120, fps: 4, "
               "min_duration_s: 4.0, max_duration_s: 4.0, time_bar: true}}]")
-    params = update_params(root / "params.yaml", preset="miniature", overrides=[source])
+    params = update_params(root / "params.yaml", preset=str(MINIATURE), overrides=[source])
     for stage in ("download", "extract_frames", "build_dataset"):
         get_stage(stage)(params, root)
     build_tiny_model(root / "tiny-model", seed=0)

@@ -43,10 +43,10 @@ from videorft.trainer.data import (
     reference_answer,
     select_sources,
 )
+from videorft.trainer.micro_batches import IGNORE_INDEX, LengthSplitTrainer
 from videorft.video.store import FrameStore
 
 END_OF_TURN = "<|im_end|>"
-IGNORE_INDEX = -100
 SUMMARY_FILE = "warm_start.json"
 #: Train rows whose greedy answers are scored before and after the warm start.
 EVAL_ROWS = 32
@@ -274,7 +274,7 @@ def warm_start(
     training loss per step (first and last too), and the mean reward components of greedy
     answers on up to ``eval_rows`` train rows before and after training, overall and per task.
     """
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     from videorft.model.loading import load_model_and_processor, resolve_dtype
 
@@ -310,7 +310,7 @@ def warm_start(
     shutil.rmtree(scratch, ignore_errors=True)  # a killed earlier attempt: start afresh
     set_seed(ws.seed)
     model.train()
-    trainer = Trainer(
+    trainer = LengthSplitTrainer(  # a multi-task batch does not compute its padding
         model=model,
         args=_training_args(params, scratch, dtype=dtype),
         train_dataset=RowDataset(rows),

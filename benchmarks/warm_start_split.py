@@ -1,0 +1,125 @@
+"""Benchmark: multi-task warm-start steps run as micro-batches of similar length, against whole
+left-padded batches.
+
+Builds a small four-task project (synthetic temporal grounding, grounded QA, tracking and
+multiple choice at 160x120, 4 s at 4 fps, frames at 2 fps; the `miniature` preset's scenes),
+then runs the same HF ``Trainer`` steps twice from the same seed with the collator's row cache
+filled: once with the stock ``Trainer`` (every row padded to the batch's longest: a tracking
+answer is ~200 tokens, a temporal-grounding one 16) and once with ``LengthSplitTrainer``. The
+two must train the same (every step's loss within 1e-4 relative), else the script exits 1
+without a speedup line.
+
+Run: .venv/bin/python benchmarks/warm_start_split.py [--rows 32] [--steps 40] [--batch 16]
+     [--hidden 128 --layers 4]
+Prints steps/s of each and ``split_vs_whole_speedup`` (whole time / split time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MINIATURE = ROOT / "configs" / "presets" / "miniature.yaml"
+TASKS = ("temporal_grounding", "grounded_qa", "tracking", "mcq")
+
+
+def build_project(root: Path, rows: int, hidden: int, layers: int) -> tuple[Path, object]:
+    from dataclasses import replace
+
+    from videorft.model.tiny import build_tiny_model
+    from videorft.model.tiny_spec import TinyModelSpec
+    from videorft.params import update_params
+    from videorft.stages import get_stage
+
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    counts = ", ".join(f"{task}: {rows}" for task in TASKS)
+    source = ("download.sources=[{name: synthetic, type: synthetic, options: {seed: 0, "
+              f"tasks: [{', '.join(TASKS)}], samples_per_task: {{{counts}}}, "
+              "held_out: {val: 0}, width: 160, height: 120, fps: 4, min_duration_s: 4.0, "
+              "max_duration_s: 4.0, time_bar: true, canonical_options: true}}]")
+    params = update_params(root / "params.yaml", preset=str(MINIATURE), overrides=[
+        source, f"build_dataset.tasks=[{', '.join(TASKS)}]"])
+    for stage in ("download", "extract_frames", "build_dataset"):
+        get_stage(stage)(params, root)
+    mrope = (hidden // 32, 3 * hidden // 64, 3 * hidden // 64)  # head_dim / 2: t, h, w
+    spec = replace(TinyModelSpec(), hidden_size=hidden, num_hidden_layers=layers,
+                   intermediate_size=2 * hidden, mrope_section=mrope)
+    build_tiny_model(root / "tiny-model", spec=spec, seed=0)
+    return root / "tiny-model", params
+
+
+def run_steps(model_dir: Path, params, root: Path, *, steps: int, batch: int,
+              split: bool) -> tuple[float, list[float]]:
+    """(seconds for `steps` optimiser steps, their losses), the row cache filled first."""
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+
+    from videorft.model.loading import load_model_and_processor
+    from videorft.trainer.data import load_split
+    from videorft.trainer.micro_batches import LengthSplitTrainer
+    from videorft.trainer.sft import RowDataset, WarmStartCollator
+    from videorft.video.store import FrameStore
+
+    rows = load_split(root / params.paths.dataset, "train")
+    model, processor = load_model_and_processor(model_dir, dtype="float32")
+    collator = WarmStartCollator(processor, FrameStore(root / params.paths.frames),
+                                 cache_bytes=2**34)
+    for start in range(0, len(rows), batch):
+        collator(rows[start:start + batch])
+    set_seed(0)
+    model.train()
+    args = TrainingArguments(
+        output_dir=str(root / f"scratch-{split}"), max_steps=steps, learning_rate=1e-3,
+        per_device_train_batch_size=batch, seed=0, data_seed=0, logging_steps=1,
+        save_strategy="no", report_to="none", use_cpu=True, remove_unused_columns=False,
+        dataloader_num_workers=0, disable_tqdm=True,
+    )
+    trainer_class = LengthSplitTrainer if split else Trainer
+    trainer = trainer_class(model=model, args=args, train_dataset=RowDataset(rows),
+                            data_collator=collator)
+    trainer.remove_callback(PrinterCallback)  # the losses are compared, not printed
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return seconds, losses
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=32, help="training videos per task")
+    parser.add_argument("--steps", type=int, default=40, help="optimiser steps per run")
+    parser.add_argument("--batch", type=int, default=16, help="rows per step")
+    parser.add_argument("--hidden", type=int, default=128, help="language-model width")
+    parser.add_argument("--layers", type=int, default=4, help="language-model layers")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ws-split-bench-") as tmp:
+        root = Path(tmp)
+        model_dir, params = build_project(root, args.rows, args.hidden, args.layers)
+        whole, whole_losses = run_steps(model_dir, params, root, steps=args.steps,
+                                        batch=args.batch, split=False)
+        split, split_losses = run_steps(model_dir, params, root, steps=args.steps,
+                                        batch=args.batch, split=True)
+    print(f"threads: {torch.get_num_threads()}, rows per task: {args.rows}, batch: "
+          f"{args.batch}, steps: {args.steps}, model: {args.hidden} wide, {args.layers} layers")
+    print(f"whole batches: {args.steps / whole:.2f} steps/s; micro-batches by length: "
+          f"{args.steps / split:.2f} steps/s")
+    same = len(whole_losses) == len(split_losses) and all(
+        math.isclose(a, b, rel_tol=1e-4) for a, b in zip(whole_losses, split_losses, strict=True))
+    if not same:
+        print(f"the runs trained differently: losses {whole_losses[-3:]} vs {split_losses[-3:]}",
+              file=sys.stderr)
+        return 1
+    print(f"split_vs_whole_speedup: {whole / split:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Split a left-padded batch into micro-batches of similar length, so padding is not computed.
+
+A multi-task batch pads every row to its longest: with tracking answers (~200 tokens) beside
+temporal-grounding ones (~16), most of a warm-start step's tokens are padding. Rows of similar
+length go into one micro-batch, trimmed to its own longest row; the micro-batches' losses,
+each summed over its answer tokens and divided by the whole batch's count, add up to the
+batch's mean loss, so the gradient is the batch's (up to float summation order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+#: A micro-batch's shortest row is at least this share of its longest (at most 20% padding).
+MIN_FILL = 0.8
+#: The label of a token the loss skips (prompt, video, padding): PyTorch's and HF's.
+IGNORE_INDEX = -100
+#: Per-video entries of a Qwen2.5-VL video batch, one row (or one patch run) per video.
+_PER_VIDEO = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
+def length_groups(lengths: list[int], min_fill: float = MIN_FILL) -> list[list[int]]:
+    """Row indices grouped so that each group's shortest is >= ``min_fill`` x its longest;
+    longest group first, rows in their batch order within a group."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    groups: list[list[int]] = []
+    for index in order:
+        if groups and lengths[index] >= min_fill * lengths[groups[-1][0]]:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return [sorted(group) for group in groups]
+
+
+def split_by_length(
+    batch: Mapping[str, Any], min_fill: float = MIN_FILL
+) -> list[dict[str, Any]]:
+    """``batch`` as micro-batches of rows of similar length (see :func:`length_groups`), each
+    trimmed to its longest row; ``[batch]`` when one group holds every row, or when the batch
+    is not one video per row, left-padded, with only the entries this function knows."""
+    ids, mask = batch.get("input_ids"), batch.get("attention_mask")
+    grids = batch.get("video_grid_thw")
+    if not isinstance(ids, torch.Tensor) or not isinstance(mask, torch.Tensor) or grids is None:
+        return [dict(batch)]
+    rows = ids.shape[0]
+    per_token = [k for k, v in batch.items()
+                 if isinstance(v, torch.Tensor) and v.shape == ids.shape]
+    known = set(per_token) | set(_PER_VIDEO)
+    if set(batch) - known or grids.shape[0] != rows or bool((mask[:, -1] == 0).any()):
+        return [dict(batch)]  # not one video per row, right-padded, or unknown entries
+    lengths = [int(n) for n in mask.sum(dim=1)]
+    groups = length_groups(lengths, min_fill)
+    if len(groups) == 1:
+        return [dict(batch)]
+    patches = grids.prod(dim=1)
+    starts = torch.cumsum(patches, dim=0) - patches
+    parts: list[dict[str, Any]] = []
+    for group in groups:
+        index = torch.tensor(group)
+        width = max(lengths[i] for i in group)
+        part = {name: batch[name][index, -width:] for name in per_token}
+        if "pixel_values_videos" in batch:
+            part["pixel_values_videos"] = torch.cat([
+                batch["pixel_values_videos"][int(starts[i]):int(starts[i] + patches[i])]
+                for i in group])
+        part["video_grid_thw"] = grids[index]
+        if "second_per_grid_ts" in batch:
+            part["second_per_grid_ts"] = batch["second_per_grid_ts"][index]
+        parts.append(part)
+    return parts
+
+
+class LengthSplitTrainer(Trainer):
+    """A Trainer whose loss pass runs each batch as micro-batches of similar length.
+
+    The parts' losses add up to the batch's mean loss over its answer tokens, so one backward
+    gives the batch's gradient: each part's mean is weighted by its share of the tokens (or,
+    for a model whose loss takes ``num_items_in_batch``, each part already divides by the
+    whole batch's count). Evaluation (outputs asked for) runs the batch whole.
+    """
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        parts = [] if return_outputs else split_by_length(inputs)
+        if len(parts) <= 1:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        losses = [super(LengthSplitTrainer, self).compute_loss(
+            model, part, num_items_in_batch=num_items_in_batch) for part in parts]
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            return sum(losses)  # each is already its tokens' sum over the batch's count
+        total = _answer_tokens(inputs["labels"])
+        return sum(loss * (_answer_tokens(part["labels"]) / total)
+                   for loss, part in zip(losses, parts, strict=True))
+
+
+def _answer_tokens(labels: torch.Tensor) -> torch.Tensor:
+    """The tokens a causal LM's mean loss averages over: labels shifted by one, not ignored."""
+    return labels[:, 1:].ne(IGNORE_INDEX).sum()

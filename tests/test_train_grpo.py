@@ -539,3 +539,24 @@ def test_identical_runs_give_identical_bytes(tiny_project, reference, tmp_path: 
         assert ours.keys() == theirs.keys(), rel
         differ = sorted(name for name in ours if ours[name] != theirs[name])
         assert not differ, f"{rel}: {differ}"
+
+
+def test_the_pinned_trls_deprecated_checkpointing_read_stays_out_of_the_console(
+    tiny_project,
+) -> None:
+    """TRL reads `model.is_gradient_checkpointing` around every generation; transformers
+    deprecates it. The trainer module silences that one FutureWarning (users cannot act on
+    it), even under `-W always`, and only that one."""
+    root, _ = tiny_project
+    code = (
+        "import warnings\n"
+        "import videorft.trainer.video_grpo\n"
+        "from videorft.model.loading import load_model_and_processor\n"
+        f"model, _ = load_model_and_processor({str(root / 'tiny-model')!r})\n"
+        "model.is_gradient_checkpointing\n"
+        "warnings.warn('other deprecations still show', FutureWarning)\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
+                          text=True, timeout=120, check=True)
+    assert "is_gradient_checkpointing" not in done.stderr
+    assert "other deprecations still show" in done.stderr

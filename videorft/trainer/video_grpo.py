@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,11 @@ from videorft.trainer.shared_prompt import (
 )
 
 VideoLoader = Callable[[dict[str, Any]], tuple[Any, float]]
+
+# TRL 1.16 (pinned) reads `model.is_gradient_checkpointing` around every generation, which
+# transformers 5 deprecates: a FutureWarning no user can act on, repeated in the run's console.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                        category=FutureWarning)
 
 #: Keys of the per-sample video fields in the batch handed from generation to the loss.
 VIDEO_KEYS: tuple[str, ...] = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")

@@ -109,3 +109,25 @@ def test_the_split_loss_and_gradient_are_the_whole_batchs(
     assert whole_grads.keys() == split_grads.keys()
     for name, grad in whole_grads.items():
         assert torch.allclose(split_grads[name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_rows_average_each_rows_own_mean(batch_of_four_tasks, tmp_path) -> None:
+    """loss_average="rows": the mean over rows of each row's own token mean, computed on the
+    length micro-batches; by hand, each row alone through the model with HF's loss."""
+    collator, rows, model = batch_of_four_tasks
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = LengthSplitTrainer(model=model, args=args, loss_average="rows")
+    batch = collator(rows)
+    loss = float(trainer.compute_loss(model, batch).detach())
+    with torch.no_grad():
+        alone = [float(model(**collator([row])).loss) for row in rows]
+    assert loss == pytest.approx(sum(alone) / len(alone), rel=1e-5)
+    # Not the token mean: the tasks' answers differ in length, so the two averages differ.
+    tokens = float(Trainer.compute_loss(trainer, model, batch).detach())
+    assert abs(loss - tokens) > 1e-3
+
+
+def test_an_unknown_loss_average_is_refused(tmp_path) -> None:
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="loss_average must be 'tokens' or 'rows'"):
+        LengthSplitTrainer(model=torch.nn.Linear(1, 1), args=args, loss_average="words")

@@ -373,6 +373,12 @@ class WarmStartParams(_Section):
         None, min_length=1, description="Train on the train split of these sources only "
         "(download.sources names); null: all. E.g. a pretraining source that GRPO never sees."
     )
+    loss_average: Literal["tokens", "rows"] = Field(
+        "tokens", description="tokens: the mean over every answer token of the batch (HF's "
+        "causal-LM loss), so a task with long answers (tracking: ~200 tokens) outweighs one "
+        "with short ones (temporal grounding: 16); rows: each row's mean over its own answer "
+        "tokens, then the mean over rows, so tasks weigh by their rows."
+    )
 
 
 class TrainParams(_Section):

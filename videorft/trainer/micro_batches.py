@@ -77,11 +77,20 @@ def split_by_length(
 class LengthSplitTrainer(Trainer):
     """A Trainer whose loss pass runs each batch as micro-batches of similar length.
 
-    The parts' losses add up to the batch's mean loss over its answer tokens, so one backward
-    gives the batch's gradient: each part's mean is weighted by its share of the tokens (or,
-    for a model whose loss takes ``num_items_in_batch``, each part already divides by the
-    whole batch's count). Evaluation (outputs asked for) runs the batch whole.
+    ``loss_average="tokens"`` (HF's loss): the parts' losses add up to the batch's mean over
+    its answer tokens, so one backward gives the batch's gradient. Each part's mean is weighted
+    by its share of the tokens (or, for a model whose loss takes ``num_items_in_batch``, each
+    part already divides by the whole batch's count). ``"rows"``: every row's mean over its own
+    answer tokens, averaged over the batch's rows (:func:`row_mean_losses`), so a task with
+    long answers does not outweigh one with short answers. Evaluation (outputs asked for) runs
+    the batch whole with HF's loss.
     """
+
+    def __init__(self, *args: Any, loss_average: str = "tokens", **kwargs: Any) -> None:
+        if loss_average not in ("tokens", "rows"):
+            raise ValueError(f"loss_average must be 'tokens' or 'rows', got {loss_average!r}")
+        super().__init__(*args, **kwargs)
+        self.loss_average = loss_average
 
     def compute_loss(
         self,
@@ -90,10 +99,15 @@ class LengthSplitTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
-        parts = [] if return_outputs else split_by_length(inputs)
-        if len(parts) <= 1:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+        if return_outputs:
+            return super().compute_loss(model, inputs, return_outputs=True,
                                         num_items_in_batch=num_items_in_batch)
+        parts = split_by_length(inputs)
+        if self.loss_average == "rows":
+            rows = inputs["labels"].shape[0]
+            return sum(row_mean_losses(model, part).sum() for part in parts) / rows
+        if len(parts) == 1:
+            return super().compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
         losses = [super(LengthSplitTrainer, self).compute_loss(
             model, part, num_items_in_batch=num_items_in_batch) for part in parts]
         if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
@@ -101,6 +115,18 @@ class LengthSplitTrainer(Trainer):
         total = _answer_tokens(inputs["labels"])
         return sum(loss * (_answer_tokens(part["labels"]) / total)
                    for loss, part in zip(losses, parts, strict=True))
+
+
+def row_mean_losses(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """Each row's causal-LM loss, the mean over its own answer tokens: ``[rows]``."""
+    labels = batch["labels"]
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    targets = labels[:, 1:]
+    per_token = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+        reduction="none")
+    counts = targets.ne(IGNORE_INDEX).sum(dim=1).clamp(min=1)
+    return per_token.sum(dim=1) / counts
 
 
 def _answer_tokens(labels: torch.Tensor) -> torch.Tensor:

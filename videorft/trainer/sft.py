@@ -312,6 +312,7 @@ def warm_start(
     model.train()
     trainer = LengthSplitTrainer(  # a multi-task batch does not compute its padding
         model=model,
+        loss_average=ws.loss_average,
         args=_training_args(params, scratch, dtype=dtype),
         train_dataset=RowDataset(rows),
         data_collator=collator,

@@ -301,6 +301,15 @@ class GateFailed(StageError):
     """The publish gate said no: a verdict on the model, not a flaky upload; never retried."""
 
 
+def _verdict_line(summary: dict[str, Any]) -> str:
+    """The gate's verdict in one line: Prefect logs a task's and a flow's exception and the CLI
+    prints it, so the stage's full output (already in the log once) is not repeated."""
+    failures = (summary.get("gate") or {}).get("failures") or []
+    counted = f" ({len(failures)} failure{'s' if len(failures) != 1 else ''})" if failures else ""
+    return f"publish gate failed, nothing was published{counted}: " + (
+        "; ".join(failures) or "see the gate report")
+
+
 # Uploads can fail for transient reasons; publishing is idempotent (same manifest: no-op).
 # A failed gate is a verdict (GateFailed, never transient): it fails at once.
 @task(name="publish", retries=2, retry_delay_seconds=[10, 60],
@@ -310,7 +319,7 @@ def publish(root: str, force: bool = False, up_to_date: bool = False) -> dict[st
         outcome = _run("publish", root, force, up_to_date)
     except StageError as exc:
         if (exc.summary or {}).get("published") is False:  # the gate's verdict, from the stage
-            raise GateFailed(str(exc)) from None
+            raise GateFailed(_verdict_line(exc.summary)) from None
         raise
     if (summary := outcome["summary"]).get("targets"):
         rows = "\n".join(f"| {t['type']} | {t['status']} | `{t['location']}` |"

@@ -36,9 +36,10 @@ def failing_run(stage, project, force, up_to_date=False):
     calls.append(stage)
     # What repro_stage raises: transient when the stage exited with EXIT_TRANSIENT, and with
     # the stage's summary line when it printed one (a failed gate prints its verdict).
-    raise stages.StageError(f"stage {stage!r} failed (dvc repro exit 255)",
+    verdict = {"published": False, "gate": {"failures": ["s/tracking ao: 0.1 < 0.2", "two"]}}
+    raise stages.StageError(f"stage {stage!r} failed (dvc repro exit 255):\\nline\\nline",
                             transient=mode == "network",
-                            summary={"published": False} if mode == "gate" else None)
+                            summary=verdict if mode == "gate" else None)
 
 stages._run = failing_run
 
@@ -53,6 +54,8 @@ for name, mode in (("publish", "gate"), ("publish", "network"), ("publish", "bad
         one_stage(name)
     except Exception as exc:
         print(name, mode, "raised", type(exc).__name__, "calls", len(calls))
+        if mode == "gate":
+            print("gate message:", repr(str(exc)))
 """
 
 
@@ -67,6 +70,10 @@ def test_only_transient_failures_are_retried(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     lines = result.stdout
     assert "publish gate raised GateFailed calls 1" in lines, output  # a verdict: no retry
+    # The verdict in one line (Prefect logs it for the task and the flow, the CLI prints it):
+    # the failures, not the stage's whole output again.
+    assert ("gate message: 'publish gate failed, nothing was published (2 failures): "
+            "s/tracking ao: 0.1 < 0.2; two'") in lines, output
     assert "publish network raised StageError calls 3" in lines, output  # 1 + 2 retries
     assert "publish bad input raised StageError calls 1" in lines, output
     assert "download network raised StageError calls 4" in lines, output  # 1 + 3 retries

@@ -21,10 +21,12 @@ import math
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from warm_start_step import run_steps  # this folder is on sys.path when run as a script
+
+from videorft.trainer.micro_batches import LengthSplitTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIATURE = ROOT / "configs" / "presets" / "miniature.yaml"
@@ -56,42 +58,6 @@ def build_project(root: Path, rows: int, hidden: int, layers: int) -> tuple[Path
     return root / "tiny-model", params
 
 
-def run_steps(model_dir: Path, params, root: Path, *, steps: int, batch: int,
-              split: bool) -> tuple[float, list[float]]:
-    """(seconds for `steps` optimiser steps, their losses), the row cache filled first."""
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
-
-    from videorft.model.loading import load_model_and_processor
-    from videorft.trainer.data import load_split
-    from videorft.trainer.micro_batches import LengthSplitTrainer
-    from videorft.trainer.sft import RowDataset, WarmStartCollator
-    from videorft.video.store import FrameStore
-
-    rows = load_split(root / params.paths.dataset, "train")
-    model, processor = load_model_and_processor(model_dir, dtype="float32")
-    collator = WarmStartCollator(processor, FrameStore(root / params.paths.frames),
-                                 cache_bytes=2**34)
-    for start in range(0, len(rows), batch):
-        collator(rows[start:start + batch])
-    set_seed(0)
-    model.train()
-    args = TrainingArguments(
-        output_dir=str(root / f"scratch-{split}"), max_steps=steps, learning_rate=1e-3,
-        per_device_train_batch_size=batch, seed=0, data_seed=0, logging_steps=1,
-        save_strategy="no", report_to="none", use_cpu=True, remove_unused_columns=False,
-        dataloader_num_workers=0, disable_tqdm=True,
-    )
-    trainer_class = LengthSplitTrainer if split else Trainer
-    trainer = trainer_class(model=model, args=args, train_dataset=RowDataset(rows),
-                            data_collator=collator)
-    trainer.remove_callback(PrinterCallback)  # the losses are compared, not printed
-    started = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - started
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return seconds, losses
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=32, help="training videos per task")
@@ -104,9 +70,10 @@ def main() -> int:
         root = Path(tmp)
         model_dir, params = build_project(root, args.rows, args.hidden, args.layers)
         whole, whole_losses = run_steps(model_dir, params, root, steps=args.steps,
-                                        batch=args.batch, split=False)
+                                        batch=args.batch, cache=True)
         split, split_losses = run_steps(model_dir, params, root, steps=args.steps,
-                                        batch=args.batch, split=True)
+                                        batch=args.batch, cache=True,
+                                        trainer_class=LengthSplitTrainer)
     print(f"threads: {torch.get_num_threads()}, rows per task: {args.rows}, batch: "
           f"{args.batch}, steps: {args.steps}, model: {args.hidden} wide, {args.layers} layers")
     print(f"whole batches: {args.steps / whole:.2f} steps/s; micro-batches by length: "

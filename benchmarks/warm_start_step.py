@@ -44,9 +44,10 @@ def build_project(root: Path, rows: int) -> tuple[Path, object]:
 
 
 def run_steps(model_dir: Path, params, root: Path, *, steps: int, batch: int,
-              cache: bool) -> tuple[float, list[float]]:
+              cache: bool, trainer_class: type | None = None) -> tuple[float, list[float]]:
     """(seconds for `steps` optimiser steps, their losses); the cached run first fills its
-    cache with one pass over the rows (not timed)."""
+    cache with one pass over the rows (not timed). ``trainer_class``: HF's ``Trainer`` unless
+    given (benchmarks/warm_start_split.py passes ``LengthSplitTrainer``)."""
     from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
     from videorft.model.loading import load_model_and_processor
@@ -63,14 +64,16 @@ def run_steps(model_dir: Path, params, root: Path, *, steps: int, batch: int,
             collator(rows[start:start + batch])
     set_seed(0)
     model.train()
+    trainer_class = trainer_class or Trainer
     args = TrainingArguments(
-        output_dir=str(root / f"scratch-{cache}"), max_steps=steps, learning_rate=1e-3,
+        output_dir=str(root / f"scratch-{cache}-{trainer_class.__name__}"), max_steps=steps,
+        learning_rate=1e-3,
         per_device_train_batch_size=batch, seed=0, data_seed=0, logging_steps=1,
         save_strategy="no", report_to="none", use_cpu=True, remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=RowDataset(rows),
-                      data_collator=collator)
+    trainer = trainer_class(model=model, args=args, train_dataset=RowDataset(rows),
+                            data_collator=collator)
     trainer.remove_callback(PrinterCallback)  # the losses are compared, not printed
     started = time.perf_counter()
     trainer.train()

@@ -277,8 +277,6 @@ class BuildDatasetParams(_Section):
     )
 
 
-
-
 class TinyModelParams(_Section):
     """The embedded default model: a randomly initialised, tiny Qwen2.5-VL built offline. The
     sizes default to :class:`~videorft.model.tiny_spec.TinyModelSpec`'s (256 K parameters)."""

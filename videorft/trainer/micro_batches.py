@@ -2,9 +2,9 @@
 
 A multi-task batch pads every row to its longest: with tracking answers (~200 tokens) beside
 temporal-grounding ones (~16), most of a warm-start step's tokens are padding. Rows of similar
-length go into one micro-batch, trimmed to its own longest row; the micro-batches' losses,
-each summed over its answer tokens and divided by the whole batch's count, add up to the
-batch's mean loss, so the gradient is the batch's (up to float summation order).
+length go into one micro-batch, trimmed to its own longest row. The micro-batches' losses add
+up to the batch's loss (the mean over its answer tokens, or over its rows: see
+:class:`LengthSplitTrainer`), so the gradient is the batch's (up to float summation order).
 """
 
 from __future__ import annotations

@@ -40,10 +40,13 @@ QUESTIONS = ("When does the square appear?", "Which shape moves left?",
              "What colour is the circle?", "How many shapes are there?")
 
 
-def fixed_completion(prompt_ids: list[int], copy: int, vocab: int, eos: int) -> list[int]:
-    """Completion ``copy`` of a prompt: 2-5 tokens drawn from the prompt's hash, then EOS."""
+def fixed_completion(prompt_ids: list[int], copy: int, long: bool, vocab: int,
+                     eos: int) -> list[int]:
+    """Completion ``copy`` of a prompt: tokens drawn from the prompt's hash, then EOS; 6-7 tokens
+    when ``long``, else 1-2, so a process holding both kinds runs them (shared-prompt pass) as
+    separate completion passes."""
     digest = hashlib.sha256(json.dumps([prompt_ids, copy]).encode()).digest()
-    length = 2 + digest[0] % 4
+    length = (6 if long else 1) + digest[0] % 2
     return [300 + digest[1 + i] % (vocab - 400) for i in range(length)] + [eos]
 
 
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = VideoGRPOTrainer(
             model=model, args=config, processing_class=processor, reward_funcs=[reward],
             train_dataset=Dataset.from_list(rows), shared_prompt=args.shared_prompt)
-        seen: list[str] = []
+        seen: list[str] = []  # the question of each generated completion
         vocab, eos = model.config.text_config.vocab_size, trainer.eos_token_ids[0]
 
         def generate(prompt_ids: list[list[int]], *_: Any, **__: Any) -> tuple[list, None]:
@@ -97,16 +100,17 @@ def main(argv: list[str] | None = None) -> int:
             for ids in prompt_ids:
                 key = json.dumps(ids)
                 copy = copies[key] = copies.get(key, -1) + 1
-                completions.append(fixed_completion(ids, copy, vocab, eos))
-                seen.append(processor.tokenizer.decode(ids))
+                question = next(q for q in QUESTIONS if q in processor.tokenizer.decode(ids))
+                long = QUESTIONS.index(question) % 2 == 1  # each process gets both kinds
+                completions.append(fixed_completion(ids, copy, long, vocab, eos))
+                seen.append(question)
             return completions, None
 
         trainer._generate_single_turn = generate
         trainer.train()
         rank = trainer.accelerator.process_index
         args.out.mkdir(parents=True, exist_ok=True)
-        questions = [next(q for q in QUESTIONS if q in text) for text in seen]
-        (args.out / f"rank{rank}.json").write_text(json.dumps(questions))
+        (args.out / f"rank{rank}.json").write_text(json.dumps(seen))
         if trainer.accelerator.is_main_process:
             weights = trainer.accelerator.unwrap_model(trainer.model).state_dict()
             torch.save({k: v.detach().cpu() for k, v in weights.items()}, args.out / "weights.pt")

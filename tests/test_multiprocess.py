@@ -20,6 +20,7 @@ import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from tests.conftest import ROOT
+from tests.ddp_step import QUESTIONS
 from tests.servers import free_port
 from videorft.model.tiny import build_tiny_model
 
@@ -48,6 +49,8 @@ def test_two_processes_take_the_single_process_step(tmp_path: Path) -> None:
     single = json.loads((tmp_path / "one" / "rank0.json").read_text())
     for questions in ranks:  # whole groups: each prompt twice (G = 2) on one process
         assert len(questions) == 4 and set(Counter(questions).values()) == {2}, ranks
+        # a long and a short group: two completion passes, only the last through DDP
+        assert {QUESTIONS.index(q) % 2 for q in questions} == {0, 1}, ranks
     assert Counter(ranks[0] + ranks[1]) == Counter(single)  # the same global batch
     one, two = (json.loads((tmp_path / run / "log.json").read_text()) for run in ("one", "two"))
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-5, abs=1e-7)

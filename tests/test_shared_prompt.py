@@ -9,7 +9,8 @@ Qwen2.5-VL with real video tensors, and count what the vision tower and language
 
 Batch: three groups (3, 2 and 3 rows): "A" + video 0, a longer "B" + a wider video 1 (so the
 prompts are left-padded), "A" + video 2 (same token ids as group 0, other pixels); completions
-of lengths 1..7 right-padded to 7, temperature 0.7 in the fused head.
+of lengths 1..7 right-padded to 7 (group 1's at most 2, so it gets its own completion pass),
+temperature 0.7 in the fused head.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from videorft.trainer.shared_prompt import (
 
 FPS = 4.0
 TEXTS = ("What happens first?", "When does the person stand up and leave the room?")
-COMPLETION_LENGTHS = (7, 5, 3, 7, 1, 6, 7, 2)
+COMPLETION_LENGTHS = (7, 5, 3, 2, 1, 6, 7, 2)
 
 
 def _prompt(text: str) -> list[dict[str, Any]]:
@@ -155,7 +156,9 @@ def test_shared_matches_plain(model_dir: Path, batch: dict[str, Any], checkpoint
     """Log-probs, entropies (1e-5) and every gradient (1e-4 relative), vision tower included.
 
     The shared pass ran the vision tower on 3 videos (one per group) and the language model on
-    3 prompt rows + 8 completion rows; the plain one on 8 videos and 8 full rows.
+    3 prompt rows, then the 6 completion rows of groups 0 and 2 (7 tokens + the last prompt
+    token) and group 1's 2 rows trimmed to their longest (2 + 1); the plain one on 8 videos
+    and 8 full rows.
     """
     model = _model(model_dir)
     if checkpointing:  # what the Trainer does with GRPOConfig's defaults (non-reentrant)
@@ -167,7 +170,8 @@ def test_shared_matches_plain(model_dir: Path, batch: dict[str, Any], checkpoint
     assert plain[3].videos == [8] and len(plain[3].text) == 1
     prompt_len = batch["prompt_mask"].size(1)
     assert shared[3].videos == [3]
-    assert shared[3].text == [(3, prompt_len - 1), (8, batch["completion_mask"].size(1) + 1)]
+    keep = batch["completion_mask"].size(1)
+    assert shared[3].text == [(3, prompt_len - 1), (6, keep + 1), (2, 2 + 1)]
 
     mask = batch["completion_mask"].bool()
     assert (plain[0] - shared[0]).abs().max().item() < 1e-5

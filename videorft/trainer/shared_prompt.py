@@ -37,6 +37,11 @@ fails silently when wrong:
   each row's group: differentiable, and rows of a group need not be contiguous. A fresh cache
   per pass, never mutated, so the G completions cannot see each other's states.
 
+* Completion lengths. Completions arrive right-padded to the longest of the generation batch.
+  Groups whose longest completions differ (tracking's ~200 tokens beside temporal grounding's
+  ~16) run in separate completion passes over the one prompt pass's keys/values, each trimmed
+  to its own longest completion, and the results are padded back with zeros.
+
 Generation (:func:`shared_prompt_generate`) prefills the same way and lets ``generate`` decode
 from the expanded cache; its contract is the plain ``generate``'s tokens.
 
@@ -55,6 +60,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer, StaticCache
 from transformers.modeling_layers import GradientCheckpointingLayer
+
+from videorft.trainer.micro_batches import MIN_FILL, length_groups
 
 #: Token type Qwen2.5-VL's ``get_rope_index`` expects at ``<|video_pad|>`` positions.
 VIDEO_TOKEN_TYPE = 2
@@ -260,6 +267,7 @@ def shared_prompt_logps(
     compute_entropy: bool = False,
     prefix_model: torch.nn.Module | None = None,
     rope_index: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
+    min_fill: float = MIN_FILL,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`plain_logps`'s (log-probs, entropies) with one prompt pass per group.
 
@@ -268,7 +276,9 @@ def shared_prompt_logps(
     ``group_ids[i]`` its group (:func:`prompt_group_ids`). ``model`` must carry TRL's fused head.
     ``prefix_model`` runs the prompt pass (default ``model``; pass the module inside a DDP
     wrapper so DDP sees one forward per backward). ``rope_index`` defaults to
-    :func:`find_rope_index`. See the module docstring for why each step is as it is.
+    :func:`find_rope_index`. Groups whose longest completions are within ``min_fill`` of each
+    other share a completion pass (0: one pass for all, as wide as the widest). See the module
+    docstring for why each step is as it is.
     """
     rows, length = input_ids.shape
     prompt_len = length - logits_to_keep
@@ -309,24 +319,55 @@ def shared_prompt_logps(
         )
         if not recorder.layers or any(layer.keys is None for layer in recorder.layers):
             raise RuntimeError("the prompt pass filled no key/value cache")
-        prefix = [_PrefixLayer(layer.keys.index_select(0, inverse),
-                               layer.values.index_select(0, inverse))
-                  for layer in recorder.layers]
-        tail = input_ids[:, cut:]
-        labels = tail.masked_fill(attention_mask[:, cut:] == 0, -100)
-        labels[:, 0] = -100  # the last prompt token is input only
-        outputs = model(
-            input_ids=tail,
-            attention_mask=attention_mask,
-            position_ids=positions[:, :, cut:],
-            cache=Cache(layers=prefix),
-            labels=labels,
-            fused_lm_head=True,
-        )
-    if any(layer.reads == 0 for layer in prefix):
-        raise RuntimeError("the completion pass did not read the prompt's keys/values")
-    entropy = outputs.entropy if compute_entropy else None
-    return outputs.log_probs, entropy
+        parts = _completion_parts(attention_mask[:, prompt_len:], inverse, min_fill)
+        logps, entropies, order = [], [], []
+        for number, part in enumerate(parts):
+            width = int(attention_mask[part, prompt_len:].sum(dim=1).max().clamp(min=1))
+            end = prompt_len + width
+            prefix = [_PrefixLayer(layer.keys.index_select(0, inverse[part]),
+                                   layer.values.index_select(0, inverse[part]))
+                      for layer in recorder.layers]
+            tail = input_ids[part, cut:end]
+            labels = tail.masked_fill(attention_mask[part, cut:end] == 0, -100)
+            labels[:, 0] = -100  # the last prompt token is input only
+            # DDP must see one forward per backward: only the last part goes through it.
+            runner = model if number == len(parts) - 1 else (prefix_model or model)
+            outputs = runner(
+                input_ids=tail,
+                attention_mask=attention_mask[part, :end],
+                position_ids=positions[:, part, cut:end],
+                cache=Cache(layers=prefix),
+                labels=labels,
+                fused_lm_head=True,
+            )
+            if any(layer.reads == 0 for layer in prefix):
+                raise RuntimeError("the completion pass did not read the prompt's keys/values")
+            padding = (0, logits_to_keep - width)  # zero where the completion is padding
+            logps.append(torch.nn.functional.pad(outputs.log_probs, padding))
+            if compute_entropy:
+                entropies.append(torch.nn.functional.pad(outputs.entropy, padding))
+            order.append(part)
+    back = torch.argsort(torch.cat(order))  # rows in their batch order again
+    entropy = torch.cat(entropies)[back] if compute_entropy else None
+    return torch.cat(logps)[back], entropy
+
+
+def _completion_parts(completion_mask: torch.Tensor, inverse: torch.Tensor,
+                      min_fill: float) -> list[torch.Tensor]:
+    """Rows in completion passes of similar length, whole groups together: a group's longest
+    completion is at least ``min_fill`` x its part's longest.
+
+    Why: completions are right-padded to the longest of the whole generation batch, so a
+    temporal-grounding group (~16 tokens) beside a tracking one (~200) would be computed at
+    ~200 tokens. Each part is trimmed to its own longest completion.
+    """
+    lengths = completion_mask.sum(dim=1)
+    count = int(inverse.max()) + 1
+    longest = torch.zeros(count, dtype=lengths.dtype, device=lengths.device)
+    longest = longest.scatter_reduce(0, inverse, lengths, reduce="amax")
+    parts = length_groups([max(int(n), 1) for n in longest], min_fill)
+    return [torch.nonzero(torch.isin(inverse, torch.tensor(groups, device=inverse.device)))
+            .squeeze(1) for groups in parts]
 
 
 # ------------------------------------------------------------------------------ generation

@@ -206,3 +206,31 @@ def test_a_stage_exits_75_only_when_a_retry_may_help(tmp_path: Path, monkeypatch
     with pytest.raises(stage_runner.StageError) as info:
         stage_runner.repro_stage(root, "download", force=True)
     assert info.value.transient
+
+
+@pytest.mark.parametrize(("lines", "reason"), [
+    (["Running stage 'download':", "error: a.txt: line 3: bad span",
+      "ERROR: failed to reproduce 'download': failed to run: videorft stage download, "
+      "exited with 1"], "a.txt: line 3: bad span"),
+    (["Traceback (most recent call last):", '  File "x.py", line 1, in <module>',
+      "torch.OutOfMemoryError: CUDA out of memory", "ERROR: failed to reproduce 'train'"],
+     "torch.OutOfMemoryError: CUDA out of memory"),
+    (["ERROR: failed to reproduce 'train': exited with -9"],
+     "failed to reproduce 'train': exited with -9"),
+    (["Running stage 'train':"], "dvc repro exited with 255 and gave no error line"),
+])
+def test_a_failed_stage_is_reported_by_its_own_error_line(lines: list[str], reason: str,
+                                                          tmp_path: Path, monkeypatch) -> None:
+    """repro_stage's error is one line: the stage's own error, else the exception, else DVC's;
+    called without a log, it carries the output too (nobody saw it)."""
+    from videorft.pipeline import runner as stage_runner
+
+    monkeypatch.setattr(stage_runner, "dvc", lambda *a, **k: (255, lines))
+    monkeypatch.setattr(stage_runner, "stage_status", lambda *a, **k: ["changed"])
+    root = _project(tmp_path)
+    with pytest.raises(stage_runner.StageError) as info:
+        stage_runner.repro_stage(root, "train", force=True, log=lambda line: None)
+    assert str(info.value) == f"stage 'train' failed: {reason}"
+    with pytest.raises(stage_runner.StageError) as info:
+        stage_runner.repro_stage(root, "train", force=True)
+    assert str(info.value) == f"stage 'train' failed: {reason}\n" + "\n".join(lines)

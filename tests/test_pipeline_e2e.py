@@ -248,3 +248,21 @@ def test_second_run_in_same_checkout_is_refused(project: Path, tmp_path: Path) -
     assert blocked.returncode == 1
     assert "another videorft run is in progress" in blocked.stderr
     assert not (project / "data").exists()
+
+
+def test_a_failing_stage_ends_the_run_with_one_error_line(project: Path, tmp_path: Path) -> None:
+    """Bad input in a stage: the terminal shows the stage's own error, then one line naming the
+    file and the problem, not Prefect's task and flow failures with their traceback; the run's
+    log keeps those in full."""
+    update_params(project / "params.yaml", overrides=[
+        "download.sources=[{name: disk, type: charades_sta, uri: no-such-folder, "
+        "annotation: a.txt}]"])
+    run = _videorft(project, tmp_path, "run")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr and "Finished in state" not in run.stderr, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    log = project / "reports" / "run.log"
+    assert last == (f"error: stage 'download' failed: no-such-folder: local path "
+                    f"{project / 'no-such-folder'} does not exist (full output: {log})"), last
+    logged = log.read_text(encoding="utf-8")
+    assert "Traceback" in logged and "Encountered exception during execution" in logged

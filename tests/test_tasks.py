@@ -37,7 +37,7 @@ def failing_run(stage, project, force, up_to_date=False):
     # What repro_stage raises: transient when the stage exited with EXIT_TRANSIENT, and with
     # the stage's summary line when it printed one (a failed gate prints its verdict).
     verdict = {"published": False, "gate": {"failures": ["s/tracking ao: 0.1 < 0.2", "two"]}}
-    raise stages.StageError(f"stage {stage!r} failed (dvc repro exit 255):\\nline\\nline",
+    raise stages.StageError(f"stage {stage!r} failed: the stage's own error line",
                             transient=mode == "network",
                             summary=verdict if mode == "gate" else None)
 

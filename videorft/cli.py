@@ -58,10 +58,13 @@ RootOption = Annotated[
 ]
 
 
-def _fail(exc: Exception) -> None:
-    """One error line; exit 1, or EXIT_TRANSIENT where another attempt may succeed (so the
-    orchestrator retries a network failure, and not a bad file)."""
+def _fail(exc: Exception, log: Path | None = None) -> None:
+    """One error line (pointing to the run's ``log`` if there is one); exit 1, or
+    EXIT_TRANSIENT where another attempt may succeed (so the orchestrator retries a network
+    failure, and not a bad file)."""
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no repr quotes
+    if log is not None:
+        message = f"{message} (full output: {log})"
     console.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False,
                   soft_wrap=True)
     raise typer.Exit(code=EXIT_TRANSIENT if getattr(exc, "transient", False) else 1)
@@ -156,12 +159,13 @@ def run(
                 from flows.pipeline import pipeline  # Prefect: imported only when needed
 
                 # After that import: it sets up Prefect's logging, which replaces root handlers.
-                run_log = _log_run_to(project / params.paths.reports / RUN_LOG)
+                run_log = _log_run_to(project / params.paths.reports / RUN_LOG,
+                                      verbose=verbose)
                 with _stage_view(selected, live=sys.stderr.isatty() and not verbose):
                     outcomes = pipeline(root=str(project), force=force, from_stage=from_stage,
                                         to_stage=to_stage, known_status=status)
     except (VideoRFTError, KeyError) as exc:
-        _fail(exc)
+        _fail(exc, log=run_log)
         return
     if as_json:
         json.dump(outcomes, sys.stdout, indent=2)
@@ -188,10 +192,25 @@ RUN_LOG = "run.log"
 TEMPORARY_SERVER = "prefect.server.api.server:create_app"
 
 
-def _log_run_to(path: Path) -> Path:
+#: Prefect's records of a task or flow run that failed: ERROR, with the exception (and, for the
+#: flow, its traceback); the CLI's last line says the same in one line.
+RUN_FAILURE_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+
+def _not_a_run_failure(record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and record.name in RUN_FAILURE_LOGGERS)
+
+
+def _log_run_to(path: Path, *, verbose: bool = False) -> Path:
     """Everything Prefect, DVC and the stages log goes to ``path`` (rewritten per run); the
-    terminal gets one line per stage (``videorft.progress``) and, from the rest, warnings."""
+    terminal gets one line per stage (``videorft.progress``) and, from the rest, warnings,
+    except (unless ``verbose``) Prefect's failure records, tracebacks included: a failed run
+    ends with one error line."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            if not isinstance(handler, logging.FileHandler):
+                handler.addFilter(_not_a_run_failure)
     to_file = logging.FileHandler(path, mode="w", encoding="utf-8")
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     to_file.setLevel(logging.INFO)

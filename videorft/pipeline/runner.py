@@ -9,6 +9,7 @@ it made. `videorft run`, Prefect's tasks and a plain `dvc repro` therefore agree
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,24 @@ from videorft.pipeline.status import pipeline_status, reasons_for, stage_status,
 
 #: A stage prints its JSON summary after this prefix; the runner reads it from DVC's output.
 SUMMARY_PREFIX = "videorft-summary: "
+
+
+#: Where a failed stage's output says why, most specific first: the stage's own one-line error
+#: (the CLI's ``error: ...``), a Python exception's last line, then DVC's ``ERROR: ...``.
+FAILURE_LINES = (
+    re.compile(r"^error: (.+)$"),
+    re.compile(r"^((?:\w+\.)*\w*(?:Error|Exception|Interrupt)\b.*)$"),
+    re.compile(r"^ERROR: (.+)$"),
+)
+
+
+def failure_reason(lines: list[str], code: int) -> str:
+    """Why a ``dvc repro`` failed, in one line, from its output."""
+    for pattern in FAILURE_LINES:
+        for line in reversed(lines):
+            if match := pattern.match(line.strip()):
+                return match.group(1)
+    return f"dvc repro exited with {code} and gave no error line"
 
 
 @dataclass
@@ -132,10 +151,12 @@ def repro_stage(
         if line.startswith(SUMMARY_PREFIX):
             summary = json.loads(line[len(SUMMARY_PREFIX) :])
     if code != 0:
-        tail = "\n".join(lines[-30:])
         # DVC reports the command's status ("... exited with 75"); 75 = worth another attempt.
         transient = any(f"exited with {EXIT_TRANSIENT}" in line for line in lines[-30:])
-        raise StageError(f"stage {stage!r} failed (dvc repro exit {code}):\n{tail}",
+        # One line: Prefect logs the exception for the task and the flow, and the CLI prints it.
+        # The output itself went to `log` line by line; without one, nobody saw it.
+        unseen = "" if log is not None else "\n" + "\n".join(lines[-30:])
+        raise StageError(f"stage {stage!r} failed: {failure_reason(lines, code)}{unseen}",
                          transient=transient, summary=summary or None)
     seconds = round(time.monotonic() - started, 2)
     pushed()

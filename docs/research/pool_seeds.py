@@ -3,7 +3,7 @@
 How to run (from the repository root, with the project's virtualenv active)::
 
     python docs/research/pool_seeds.py SEED0/items.jsonl SEED1/items.jsonl ... \
-        [--model trained] [--baseline warm_start] [--metric iou]
+        [--model trained] [--baseline warm_start] [--metric iou] [--task temporal_grounding]
 
 Each file is one run's ``reports/eval/items.jsonl`` (same test items, another seed of the
 training). Per seed it prints each model's mean and the paired difference with its 95%
@@ -26,12 +26,13 @@ from videorft.evaluation.bootstrap import paired_difference_interval
 SAMPLES, CONFIDENCE, SEED = 2000, 0.95, 0
 
 
-def per_item(path: Path, metric: str) -> dict[str, dict[str, float]]:
-    """``{model: {item id: value}}`` from one items.jsonl."""
+def per_item(path: Path, metric: str, task: str | None) -> dict[str, dict[str, float]]:
+    """``{model: {item id: value}}`` from one items.jsonl (the items of ``task`` if given)."""
     table: dict[str, dict[str, float]] = defaultdict(dict)
     for line in path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        table[row["model"]][row["id"]] = float(row[metric] or 0.0)
+        if (task is None or row["task"] == task) and metric in row:
+            table[row["model"]][row["id"]] = float(row[metric] or 0.0)
     return table
 
 
@@ -41,8 +42,10 @@ def main() -> None:
     parser.add_argument("--model", default="trained")
     parser.add_argument("--baseline", default="warm_start")
     parser.add_argument("--metric", default="iou")
+    parser.add_argument("--task", default=None, help="only this task's items (default: all "
+                        "items that have the metric)")
     args = parser.parse_args()
-    runs = [per_item(path, args.metric) for path in args.items]
+    runs = [per_item(path, args.metric, args.task) for path in args.items]
     ids = sorted(runs[0][args.model])
     diffs = []
     for path, run in zip(args.items, runs, strict=True):

@@ -184,9 +184,20 @@ def test_a_killed_runs_unreaped_dvc_process_is_waited_out(project: Path) -> None
         assert time.monotonic() < deadline
         time.sleep(0.01)
     _hold_dvc_lock(project, zombie.pid)
-    reaper = threading.Timer(1.5, zombie.wait)  # init's part, a little late
-    reaper.start()
     logged: list[str] = []
+
+    def reap_once_waited_for() -> None:
+        """init's part, late: once the rerun waits (not after a fixed delay, which a loaded
+        machine's DVC start-up can outlast, so DVC would never find the lock held)."""
+        deadline = time.monotonic() + 60
+        while not any("held by another process" in line for line in logged):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        zombie.wait()
+
+    reaper = threading.Thread(target=reap_once_waited_for)
+    reaper.start()
     try:
         code, lines = command.dvc(["status", "--json", "b"], project, log=logged.append)
     finally:

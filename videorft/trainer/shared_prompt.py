@@ -321,8 +321,7 @@ def shared_prompt_logps(
             raise RuntimeError("the prompt pass filled no key/value cache")
         parts = _completion_parts(attention_mask[:, prompt_len:], inverse, min_fill)
         logps, entropies, order = [], [], []
-        for number, part in enumerate(parts):
-            width = int(attention_mask[part, prompt_len:].sum(dim=1).max().clamp(min=1))
+        for number, (part, width) in enumerate(parts):
             end = prompt_len + width
             prefix = [_PrefixLayer(layer.keys.index_select(0, inverse[part]),
                                    layer.values.index_select(0, inverse[part]))
@@ -353,9 +352,9 @@ def shared_prompt_logps(
 
 
 def _completion_parts(completion_mask: torch.Tensor, inverse: torch.Tensor,
-                      min_fill: float) -> list[torch.Tensor]:
-    """Rows in completion passes of similar length, whole groups together: a group's longest
-    completion is at least ``min_fill`` x its part's longest.
+                      min_fill: float) -> list[tuple[torch.Tensor, int]]:
+    """(rows, width) of each completion pass: whole groups of similar length, a group's longest
+    completion at least ``min_fill`` x the part's ``width`` (its longest, at least 1).
 
     Why: completions are right-padded to the longest of the whole generation batch, so a
     temporal-grounding group (~16 tokens) beside a tracking one (~200) would be computed at
@@ -365,9 +364,10 @@ def _completion_parts(completion_mask: torch.Tensor, inverse: torch.Tensor,
     count = int(inverse.max()) + 1
     longest = torch.zeros(count, dtype=lengths.dtype, device=lengths.device)
     longest = longest.scatter_reduce(0, inverse, lengths, reduce="amax")
-    parts = length_groups([max(int(n), 1) for n in longest], min_fill)
-    return [torch.nonzero(torch.isin(inverse, torch.tensor(groups, device=inverse.device)))
-            .squeeze(1) for groups in parts]
+    widths = [max(int(n), 1) for n in longest]
+    return [(torch.nonzero(torch.isin(inverse, torch.tensor(groups, device=inverse.device)))
+             .squeeze(1), max(widths[g] for g in groups))
+            for groups in length_groups(widths, min_fill)]
 
 
 # ------------------------------------------------------------------------------ generation

@@ -43,6 +43,7 @@ from videorft.trainer.grpo import (
     truncate_history,
     vision_tower,
 )
+from videorft.trainer.metrics import smoothing_window, trailing_mean
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 6
@@ -263,6 +264,15 @@ def test_history_is_cut_back_to_the_resumed_step(tmp_path: Path) -> None:
     assert read_history(tmp_path) == {"rewards/format/mean": [(1, 0.5), (2, 0.25)]}
     assert not later.exists()
     assert truncate_history(tmp_path, 0) == {} and read_history(tmp_path) == {}
+
+
+
+def test_the_reward_curve_is_smoothed_by_a_trailing_mean_of_a_twentieth_of_the_run() -> None:
+    # By hand: window 2 averages each value with the one before it; the first stands alone.
+    assert trailing_mean([1.0, 3.0, 2.0, 6.0], 2) == [1.0, 2.0, 2.5, 4.0]
+    assert trailing_mean([1.0, 3.0, 2.0], 1) == [1.0, 3.0, 2.0]
+    assert trailing_mean([4.0, 0.0, 2.0, 6.0, 1.0], 3) == [4.0, 2.0, 2.0, 8 / 3, 3.0]
+    assert [smoothing_window(n) for n in (1, 19, 20, 240, 241)] == [1, 1, 1, 12, 12]
 
 
 # ------------------------------------------------------------------------------ full runs

@@ -362,7 +362,7 @@ class WarmStartParams(_Section):
     gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per step.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     lr_scheduler_type: str = Field(
-        "cosine", description="HF scheduler name (tiny-cpu, 200 steps at lr 1e-2: format 0.92 "
+        "cosine", description="HF scheduler name (the toy data, 200 steps at lr 1e-2: format 0.92 "
         "after cosine, 0.71 after linear decay)."
     )
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps warming up.")

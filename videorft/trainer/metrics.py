@@ -98,8 +98,29 @@ def _nested(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def trailing_mean(values: list[float], window: int) -> list[float]:
+    """Each value replaced by the mean of it and up to ``window - 1`` values before it.
+
+    GRPO's per-step reward is a handful of groups' mean, so a long run's raw curve is mostly
+    sampling noise; the trailing mean shows the trend without using later steps."""
+    out: list[float] = []
+    running = 0.0
+    for i, value in enumerate(values):
+        running += value
+        if i >= window:
+            running -= values[i - window]
+        out.append(running / min(i + 1, window))
+    return out
+
+
+def smoothing_window(points: int) -> int:
+    """Logged points per trailing mean: about a twentieth of the run, 1 for short runs."""
+    return max(1, points // 20)
+
+
 def plot_reward_curve(metrics_dir: Path, path: Path | None = None) -> Path | None:
-    """Total reward (mean +- std) and each task's mean reward vs step, as a PNG."""
+    """Total reward (mean +- std) and each task's mean reward vs step, as a PNG. Each curve
+    is drawn raw (faint) and as its trailing mean over a twentieth of the logged steps."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -108,25 +129,30 @@ def plot_reward_curve(metrics_dir: Path, path: Path | None = None) -> Path | Non
     if not total:
         return None
     path = Path(path or Path(metrics_dir) / REWARD_CURVE)
+    window = smoothing_window(len(total))
     fig = Figure(figsize=(7.5, 4.5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    steps = [s for s, _ in total]
-    values = [v for _, v in total]
-    ax.plot(steps, values, color="black", linewidth=2, marker="o", markersize=3, label="total")
     std = dict(history.get("reward_std", []))
     if std:
-        ax.fill_between(steps, [v - std.get(s, 0.0) for s, v in total],
-                        [v + std.get(s, 0.0) for s, v in total], color="black", alpha=0.12,
+        ax.fill_between([s for s, _ in total], [v - std.get(s, 0.0) for s, v in total],
+                        [v + std.get(s, 0.0) for s, v in total], color="black", alpha=0.08,
                         linewidth=0, label="total ± std")
-    tasks = sorted(n for n in history if n.startswith(TASK_REWARD_PREFIX))
-    for name in tasks:
-        rows = history[name]
-        ax.plot([s for s, _ in rows], [v for _, v in rows], linewidth=1.2, marker=".",
-                label=name[len(TASK_REWARD_PREFIX):].rsplit("/", 1)[0])
+    curves = [("total", total, "black", 2.0)]
+    for name in sorted(n for n in history if n.startswith(TASK_REWARD_PREFIX)):
+        label = name[len(TASK_REWARD_PREFIX):].rsplit("/", 1)[0]
+        curves.append((label, history[name], None, 1.4))
+    for label, rows, colour, width in curves:
+        xs = [s for s, _ in rows]
+        ys = [v for _, v in rows]
+        (line,) = ax.plot(xs, trailing_mean(ys, window), color=colour, linewidth=width,
+                          label=label)
+        if window > 1:
+            ax.plot(xs, ys, color=line.get_color(), linewidth=0.6, alpha=0.25)
     ax.set_xlabel("step")
     ax.set_ylabel("reward (sum of components)")
-    ax.set_title("GRPO reward per step")
+    smoothing = f"; lines: trailing mean of {window} logged steps" if window > 1 else ""
+    ax.set_title(f"GRPO reward per step{smoothing}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

@@ -266,7 +266,6 @@ def test_history_is_cut_back_to_the_resumed_step(tmp_path: Path) -> None:
     assert truncate_history(tmp_path, 0) == {} and read_history(tmp_path) == {}
 
 
-
 def test_the_reward_curve_is_smoothed_by_a_trailing_mean_of_a_twentieth_of_the_run() -> None:
     # By hand: window 2 averages each value with the one before it; the first stands alone.
     assert trailing_mean([1.0, 3.0, 2.0, 6.0], 2) == [1.0, 2.0, 2.5, 4.0]

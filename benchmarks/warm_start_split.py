@@ -2,7 +2,7 @@
 left-padded batches.
 
 Builds a small four-task project (synthetic temporal grounding, grounded QA, tracking and
-multiple choice at 160x120, 4 s at 4 fps, frames at 2 fps; the `miniature` preset's scenes),
+multiple choice at 160x120, 4 s at 4 fps, frames at 2 fps; the default preset's scenes),
 then runs the same HF ``Trainer`` steps twice from the same seed with the collator's row cache
 filled: once with the stock ``Trainer`` (every row padded to the batch's longest: a tracking
 answer is ~200 tokens, a temporal-grounding one 16) and once with ``LengthSplitTrainer``. The
@@ -29,7 +29,7 @@ from warm_start_step import run_steps  # this folder is on sys.path when run as 
 from videorft.trainer.micro_batches import LengthSplitTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
-MINIATURE = ROOT / "configs" / "presets" / "miniature.yaml"
+DEFAULT_PRESET = ROOT / "configs" / "presets" / "tiny-cpu.yaml"
 TASKS = ("temporal_grounding", "grounded_qa", "tracking", "mcq")
 
 
@@ -47,7 +47,7 @@ def build_project(root: Path, rows: int, hidden: int, layers: int) -> tuple[Path
               f"tasks: [{', '.join(TASKS)}], samples_per_task: {{{counts}}}, "
               "held_out: {val: 0}, width: 160, height: 120, fps: 4, min_duration_s: 4.0, "
               "max_duration_s: 4.0, time_bar: true, canonical_options: true}}]")
-    params = update_params(root / "params.yaml", preset=str(MINIATURE), overrides=[
+    params = update_params(root / "params.yaml", preset=str(DEFAULT_PRESET), overrides=[
         source, f"build_dataset.tasks=[{', '.join(TASKS)}]"])
     for stage in ("download", "extract_frames", "build_dataset"):
         get_stage(stage)(params, root)

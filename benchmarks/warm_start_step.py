@@ -1,7 +1,7 @@
 """Benchmark: warm-start (SFT) steps with the collator's row cache against processing every batch.
 
-Builds a small project the way the `miniature` preset does (synthetic temporal grounding at
-160x120, 4 s at 4 fps, frames at 2 fps, the default tiny model), then runs the same HF
+Builds a small project the way the default preset (`tiny-cpu`) does (synthetic temporal
+grounding at 160x120, 4 s at 4 fps, frames at 2 fps, the default tiny model), then runs the same HF
 ``Trainer`` steps twice from the same seed: once with ``WarmStartCollator``'s cache off
 (every batch through the processor, as before the cache) and once with it on, after one epoch
 over the rows so the cached run measures the steady state a long warm start sees. The losses of
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-MINIATURE = ROOT / "configs" / "presets" / "miniature.yaml"
+DEFAULT_PRESET = ROOT / "configs" / "presets" / "tiny-cpu.yaml"
 
 
 def build_project(root: Path, rows: int) -> tuple[Path, object]:
@@ -36,7 +36,7 @@ def build_project(root: Path, rows: int) -> tuple[Path, object]:
               "tasks: [temporal_grounding], samples_per_task: {temporal_grounding: "
               f"{rows}}}, held_out: {{val: 0}}, width: 160, height: 120, fps: 4, "
               "min_duration_s: 4.0, max_duration_s: 4.0, time_bar: true}}]")
-    params = update_params(root / "params.yaml", preset=str(MINIATURE), overrides=[source])
+    params = update_params(root / "params.yaml", preset=str(DEFAULT_PRESET), overrides=[source])
     for stage in ("download", "extract_frames", "build_dataset"):
         get_stage(stage)(params, root)
     build_tiny_model(root / "tiny-model", seed=0)

@@ -32,7 +32,7 @@ def test_params_show_presets_apply(tmp_path: Path) -> None:
     presets = runner.invoke(app, ["params", "presets", "--root", root])
     assert presets.exit_code == 0, presets.output
     assert [line.split() for line in presets.stdout.splitlines()] == [
-        ["miniature"], ["smoke"], ["*", "tiny-cpu"], ["videochat-r1"]]
+        ["smoke"], ["*", "tiny-cpu"], ["videochat-r1"]]
     applied = runner.invoke(
         app,
         ["params", "apply", "videochat-r1", "--set", "extract_frames.workers=4", "--root", root],
@@ -88,12 +88,12 @@ def test_describe_shows_the_value_in_use_and_each_presets(
     monkeypatch.setattr(cli.stdout, "width", 300)  # room for every column, on any terminal
     root = _project(tmp_path)
     before = (root / "params.yaml").read_bytes()
-    result = runner.invoke(app, ["params", "describe", "--in-use", "--preset", "miniature",
+    result = runner.invoke(app, ["params", "describe", "--in-use", "--preset", "tiny-cpu",
                                  "--preset", "videochat-r1", "--root", str(root)])
     assert result.exit_code == 0, result.output
     header = next(line for line in result.stdout.splitlines() if "parameter" in line)
     cells = [c.strip() for c in header.split("┃") if c.strip()]
-    assert cells == ["parameter", "default", "in use", "miniature", "videochat-r1", "meaning"]
+    assert cells == ["parameter", "default", "in use", "tiny-cpu", "videochat-r1", "meaning"]
     row = next(line for line in result.stdout.splitlines() if "│ train.learning_rate " in line)
     in_use = load_params(root / "params.yaml").train.learning_rate
     assert [c.strip() for c in row.split("│") if c.strip()][1:5] == [
@@ -101,7 +101,7 @@ def test_describe_shows_the_value_in_use_and_each_presets(
     every = runner.invoke(app, ["params", "describe", "--all-presets", "--root", str(root)])
     header = next(line for line in every.stdout.splitlines() if "parameter" in line)
     assert [c.strip() for c in header.split("┃") if c.strip()] == [
-        "parameter", "default", "miniature", "smoke", "tiny-cpu", "videochat-r1", "meaning"]
+        "parameter", "default", "smoke", "tiny-cpu", "videochat-r1", "meaning"]
     assert (root / "params.yaml").read_bytes() == before
     assert "unknown preset 'nope'" in _one_error_line(runner.invoke(
         app, ["params", "describe", "--preset", "nope", "--root", str(root)]))

@@ -159,3 +159,28 @@ def test_a_no_op_apply_leaves_the_file_byte_for_byte(params_file: Path) -> None:
     update_params(params_file)
     update_params(params_file, overrides=["extract_frames.fps=2.0"])
     assert params_file.read_bytes() == before
+
+
+def test_an_edit_keeps_the_files_layout(params_file: Path) -> None:
+    """`--set` and `params apply` write lists the way the file writes them: a flow list stays
+    `[a, b]`, a new list of scalars is written flow, a nested one in block style; new floats
+    read back as floats in YAML 1.1 readers too (PyYAML); no line ends in a blank."""
+    yaml = pytest.importorskip("yaml")
+    update_params(params_file, overrides=["build_dataset.tasks=[temporal_grounding, mcq]",
+                                          "train.sources=null", "train.learning_rate=5e-5"])
+    update_params(params_file, overrides=["train.sources=[synthetic, pretrain]"])
+    text = params_file.read_text()
+    assert "  tasks: [temporal_grounding, mcq]\n" in text
+    assert "  sources: [synthetic, pretrain]" in text
+    assert yaml.safe_load(text)["train"]["learning_rate"] == 5e-5
+    # Another preset and back: the shipped file again, up to the spacing before comments.
+    update_params(params_file, preset="videochat-r1")
+    update_params(params_file, preset="tiny-cpu")
+    text = params_file.read_text()
+    assert not [line for line in text.splitlines() if line != line.rstrip()]
+
+    def spaced(file_text: str) -> list[str]:
+        return [" ".join(line.split()) for line in file_text.splitlines()]
+
+    shipped = spaced((ROOT / "params.yaml").read_text())
+    assert spaced(text) == shipped

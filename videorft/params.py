@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from videorft.errors import ConfigError, one_line
 from videorft.io import atomic_write_text
@@ -636,7 +637,60 @@ def _yaml() -> YAML:
     yaml.preserve_quotes = True
     yaml.width = 100
     yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.representer.add_representer(float, _represent_float)
     return yaml
+
+
+def _represent_float(representer: Any, value: float) -> Any:
+    """A new float in a form every YAML reader takes as a float: ruamel writes 5e-5 as
+    ``5e-05``, which YAML 1.1 readers (PyYAML's ``safe_load``) read as a string."""
+    text = repr(value)
+    mantissa, sep, exponent = text.partition("e")
+    if sep and "." not in mantissa and mantissa.lstrip("-").isdigit():
+        text = f"{mantissa}.0e{exponent}"
+    if not sep and not text.lstrip("-").replace(".", "").isdigit():  # inf, nan
+        return representer.represent_float(value)
+    return representer.represent_scalar("tag:yaml.org,2002:float", text)
+
+
+def _styled(value: Any, old: Any = None) -> Any:
+    """``value`` as ruamel nodes laid out the way a person writes params.yaml: a list or
+    mapping keeps the style (flow ``[a, b]`` or block) of the node it replaces; a new one is
+    flow when it holds scalars only, block when it nests. Written plainly, every new list
+    would come out in block style, one item per line."""
+    if isinstance(value, dict):
+        node = CommentedMap()
+        for key, item in value.items():
+            node[key] = _styled(item, old.get(key) if isinstance(old, dict) else None)
+    elif isinstance(value, list):
+        node = CommentedSeq(
+            _styled(item, old[i] if isinstance(old, list) and i < len(old) else None)
+            for i, item in enumerate(value))
+    else:
+        return value
+    was_flow = old.fa.flow_style() if isinstance(old, (CommentedMap, CommentedSeq)) else None
+    if was_flow is not None:
+        flow = bool(was_flow)
+    else:
+        flow = not any(isinstance(item, (dict, list))
+                       for item in (value.values() if isinstance(value, dict) else value))
+    if flow:
+        node.fa.set_flow_style()
+    else:
+        node.fa.set_block_style()
+    return node
+
+
+def _dump(doc: Any) -> str:
+    """``doc`` as YAML text, without the trailing blanks ruamel leaves where it wraps a long
+    flow list (checked: the stripped text must read back the same)."""
+    buffer = io.StringIO()
+    _yaml().dump(doc, buffer)
+    text = buffer.getvalue()
+    stripped = re.sub(r"[ \t]+$", "", text, flags=re.MULTILINE)
+    if stripped != text and to_plain(_yaml().load(stripped)) != to_plain(_yaml().load(text)):
+        return text
+    return stripped
 
 
 def to_plain(node: Any) -> Any:
@@ -707,9 +761,9 @@ def _set_in(doc: Any, dotted: str, value: Any) -> None:
             raise ConfigError(f"unknown parameter {'.'.join(keys[: i + 1])!r} in {dotted!r}")
     last = keys[-1]
     if isinstance(node, list) and last.isdigit():
-        node[int(last)] = value
+        node[int(last)] = _styled(value, node[int(last)])
     elif isinstance(node, dict) and last in node:
-        node[last] = value
+        node[last] = _styled(value, node[last])
     else:
         raise ConfigError(f"unknown parameter {dotted!r}")
 
@@ -719,6 +773,8 @@ def _merge_into(doc: Any, overlay: dict[str, Any]) -> None:
     for key, value in overlay.items():
         if isinstance(value, dict) and value and isinstance(doc.get(key), dict):
             _merge_into(doc[key], value)
+        elif isinstance(doc, (CommentedMap, CommentedSeq)):  # a params.yaml being edited
+            doc[key] = _styled(copy.deepcopy(value), doc.get(key))
         else:
             doc[key] = copy.deepcopy(value)
 
@@ -759,9 +815,7 @@ def update_params(
         # Nothing changed in value: keep the file byte for byte (a preset's lists and maps
         # would otherwise come back in another YAML layout, and DVC would see a change).
         return load_params(path)
-    buffer = io.StringIO()
-    _yaml().dump(doc, buffer)
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, _dump(doc))
     return load_params(path)
 
 

@@ -121,14 +121,14 @@ def test_bad_overrides_are_one_line_errors_and_change_nothing(tmp_path: Path) ->
     root = _project(tmp_path)
     before = (root / "params.yaml").read_bytes()
     cases = {
-        "download.sources.5.name=x": "download.sources has 1 entries (0 to 0); there is no entry 5",
+        "download.sources.5.name=x": "download.sources has 2 entries (0 to 1); there is no entry 5",
         "extract_frames.fps=[unclosed": "'extract_frames.fps=[unclosed': the value is not valid",
         "extract_frames.min_frames=20": "min_frames (20) must not exceed max_frames (16)",
         "extract_frames.min_pixels=99999999": "must not exceed max_pixels",
         "train.learning_rate=.nan": "train.learning_rate: Input should be a finite number",
         "warm_start.learning_rate=.inf": "warm_start.learning_rate: Input should be a finite",
         "train.max_steps=0": "max_steps must be positive, or -1",
-        "train.per_device_train_batch_size=6": "(6) must be a multiple of num_generations (4)",
+        "train.per_device_train_batch_size=6": "(6) must be a multiple of num_generations (8)",
         "download.sources.0.name=../../x": "'../../x' must be a plain folder name",
         "download.sources.0.name=/abs": "'/abs' must be a plain folder name",
         "paths.raw=../outside": "paths.raw: '../outside' must be a relative path inside",

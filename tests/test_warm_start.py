@@ -28,6 +28,7 @@ from videorft.trainer.sft import (
     IGNORE_INDEX,
     SUMMARY_FILE,
     WarmStartCollator,
+    curriculum_phases,
     spread_rows,
     target_text,
     warm_start,
@@ -258,7 +259,53 @@ def test_training_arguments_carry_every_warm_start_knob(tiny_project, tmp_path: 
         "max_steps": 7, "learning_rate": 3e-3, "per_device_train_batch_size": 5,
         "gradient_accumulation_steps": 2, "weight_decay": 0.1, "seed": 11})
     args = _training_args(params.model_copy(update={"warm_start": ws}), tmp_path,
-                          dtype=torch.float32)
+                          dtype=torch.float32, max_steps=ws.max_steps)
     assert (args.max_steps, args.learning_rate, args.per_device_train_batch_size,
             args.gradient_accumulation_steps, args.weight_decay, args.seed, args.data_seed) == (
         7, 3e-3, 5, 2, 0.1, 11, 11)
+
+
+def _with_warm_start(params: Any, **changes: Any) -> Any:
+    """``params`` with ``changes`` in its warm_start section, validated as params.yaml is."""
+    return params.model_validate(
+        {**params.model_dump(), "warm_start": {**params.warm_start.model_dump(), **changes}})
+
+
+def test_a_curriculum_trains_its_tasks_first_then_every_row(
+    tiny_project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """warm_start.curriculum: the first phase's trainer gets temporal-grounding rows only, for
+    its own steps; the main phase then gets every row; the loss history runs on across both."""
+    from videorft.trainer import sft
+
+    root, params = tiny_project
+    seen: list[set[str]] = []
+
+    class RecordingDataset(sft.RowDataset):
+        def __init__(self, rows):
+            seen.append({row["task"] for row in rows})
+            super().__init__(rows)
+
+    monkeypatch.setattr(sft, "RowDataset", RecordingDataset)
+    staged = _with_warm_start(params, max_steps=2, per_device_train_batch_size=2,
+                              curriculum=[{"tasks": ["temporal_grounding"], "max_steps": 3}])
+    summary = warm_start(staged, root, base_model=root / "tiny-model", out_dir=tmp_path / "ws",
+                         eval_rows=0)
+    assert seen == [{"temporal_grounding"}, TASKS]
+    train = list(read_jsonl(root / params.paths.dataset / "train.jsonl"))
+    grounding = sum(row["task"] == "temporal_grounding" for row in train)
+    assert [(p["tasks"], p["steps"], p["rows"]) for p in summary["phases"]] == [
+        (["temporal_grounding"], 3, grounding), (None, 2, len(train))]
+    assert summary["steps"] == 5
+    assert [entry["step"] for entry in summary["loss_history"]] == [1, 2, 3, 4, 5]
+
+
+def test_a_curriculum_phase_without_rows_is_refused_naming_the_file(tiny_project) -> None:
+    _, params = tiny_project
+    staged = _with_warm_start(params, curriculum=[{"tasks": ["mcq"], "max_steps": 3}])
+    rows = [{"task": "temporal_grounding", "id": "a"}]
+    with pytest.raises(ValueError, match=r"^train\.jsonl: warm_start\.curriculum\.0 trains on "
+                                         r"mcq, which has no training row$"):
+        curriculum_phases(staged, rows, file="train.jsonl")
+    main = curriculum_phases(params, rows, file="train.jsonl")
+    assert main == [(None, params.warm_start.max_steps, rows)]

@@ -351,6 +351,13 @@ class LoraParams(_Section):
     )
 
 
+class WarmStartPhase(_Section):
+    """One phase of a warm-start curriculum: some tasks' rows only, for its own steps."""
+
+    tasks: list[Task] = Field(min_length=1, description="Train on these tasks' rows only.")
+    max_steps: int = Field(gt=0, description="Optimiser steps of this phase.")
+
+
 class WarmStartParams(_Section):
     """Stage `warm_start`: a few steps of SFT on the training answers, so a random (tiny) model
     answers in the reward's format before GRPO. Off in the paper (GRPO from the instruct
@@ -377,6 +384,12 @@ class WarmStartParams(_Section):
         "causal-LM loss), so a task with long answers (tracking: ~200 tokens) outweighs one "
         "with short ones (temporal grounding: 16); rows: each row's mean over its own answer "
         "tokens, then the mean over rows, so tasks weigh by their rows."
+    )
+    curriculum: list[WarmStartPhase] = Field(
+        default_factory=list, description="Phases run in order before the main one (max_steps "
+        "on every row), each with its own warm-up and schedule and the same optimiser settings; "
+        "e.g. [{tasks: [temporal_grounding], max_steps: 1000}] learns to place spans before "
+        "the other tasks join. []: the main phase only."
     )
 
 
@@ -669,7 +682,9 @@ def _styled(value: Any, old: Any = None) -> Any:
     else:
         return value
     was_flow = old.fa.flow_style() if isinstance(old, (CommentedMap, CommentedSeq)) else None
-    if was_flow is not None:
+    if not value:  # `{}` and `[]` have no block form
+        flow = True
+    elif was_flow is not None:
         flow = bool(was_flow)
     else:
         flow = not any(isinstance(item, (dict, list))
@@ -681,16 +696,21 @@ def _styled(value: Any, old: Any = None) -> Any:
     return node
 
 
-def _dump(doc: Any) -> str:
+def _dump(doc: Any, path: Path) -> str:
     """``doc`` as YAML text, without the trailing blanks ruamel leaves where it wraps a long
-    flow list (checked: the stripped text must read back the same)."""
+    flow list. The text must read back as ``doc``'s values, else nothing is written: a
+    layout ruamel cannot emit must never corrupt a project's params.yaml."""
     buffer = io.StringIO()
     _yaml().dump(doc, buffer)
     text = buffer.getvalue()
-    stripped = re.sub(r"[ \t]+$", "", text, flags=re.MULTILINE)
-    if stripped != text and to_plain(_yaml().load(stripped)) != to_plain(_yaml().load(text)):
-        return text
-    return stripped
+    expected = to_plain(doc)
+    for candidate in (re.sub(r"[ \t]+$", "", text, flags=re.MULTILINE), text):
+        try:
+            if to_plain(_yaml().load(candidate)) == expected:
+                return candidate
+        except Exception:  # ruamel raises many error types for bad YAML
+            continue
+    raise ConfigError(f"{path}: the edit would not read back as written; nothing was changed")
 
 
 def to_plain(node: Any) -> Any:
@@ -815,7 +835,7 @@ def update_params(
         # Nothing changed in value: keep the file byte for byte (a preset's lists and maps
         # would otherwise come back in another YAML layout, and DVC would see a change).
         return load_params(path)
-    atomic_write_text(path, _dump(doc))
+    atomic_write_text(path, _dump(doc, path))
     return load_params(path)
 
 

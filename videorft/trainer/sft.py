@@ -13,7 +13,9 @@ dataset; :class:`WarmStartCollator` loads each batch's frames from the frame sto
 them through :func:`videorft.model.inputs.process_videos` (left padding, as in generation).
 
 The optimiser is the HF ``Trainer``'s AdamW with the ``warm_start`` params (steps, learning
-rate, batch, accumulation, schedule and warm-up, seed). The stage is
+rate, batch, accumulation, schedule and warm-up, seed). ``warm_start.curriculum`` runs phases on
+some tasks' rows first (say temporal grounding alone, whose warm start learns the spans every
+time, before grounded QA joins), each a ``Trainer`` of its own on the same model. The stage is
 short, so it keeps no checkpoints: a killed warm start simply restarts. The final model is
 written to a temp folder beside ``out_dir`` and renamed over it.
 """
@@ -232,21 +234,21 @@ def _losses(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
             for entry in log_history if "loss" in entry and "step" in entry]
 
 
-def _training_args(params: Params, output_dir: Path, *, dtype: Any) -> Any:
+def _training_args(params: Params, output_dir: Path, *, dtype: Any, max_steps: int) -> Any:
     from transformers import TrainingArguments
 
     ws = params.warm_start
     cuda = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(output_dir),
-        max_steps=ws.max_steps,
+        max_steps=max_steps,
         learning_rate=ws.learning_rate,
         per_device_train_batch_size=ws.per_device_train_batch_size,
         gradient_accumulation_steps=ws.gradient_accumulation_steps,
         seed=ws.seed,
         data_seed=ws.seed,
         lr_scheduler_type=ws.lr_scheduler_type,
-        warmup_steps=math.ceil(ws.warmup_ratio * ws.max_steps),
+        warmup_steps=math.ceil(ws.warmup_ratio * max_steps),
         weight_decay=ws.weight_decay,
         max_grad_norm=1.0,
         logging_steps=1,
@@ -258,6 +260,23 @@ def _training_args(params: Params, output_dir: Path, *, dtype: Any) -> Any:
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
     )
+
+
+def curriculum_phases(
+    params: Params, rows: Sequence[dict[str, Any]], *, file: str
+) -> list[tuple[list[str] | None, int, list[dict[str, Any]]]]:
+    """(tasks, max_steps, rows) of each warm-start phase in order: ``warm_start.curriculum``'s,
+    then the main phase on every row (tasks None). A phase whose tasks have no row is an
+    error naming ``file``: it would train on nothing."""
+    phases: list[tuple[list[str] | None, int, list[dict[str, Any]]]] = []
+    for index, phase in enumerate(params.warm_start.curriculum):
+        phase_rows = [row for row in rows if row["task"] in phase.tasks]
+        if not phase_rows:
+            raise ValueError(f"{file}: warm_start.curriculum.{index} trains on "
+                             f"{', '.join(phase.tasks)}, which has no training row")
+        phases.append((list(phase.tasks), phase.max_steps, phase_rows))
+    phases.append((None, params.warm_start.max_steps, list(rows)))
+    return phases
 
 
 def warm_start(
@@ -305,44 +324,57 @@ def warm_start(
     before = (_evaluate(model, processor, probe, store, max_new_tokens=max_new_tokens,
                         batch_size=eval_batch, examples=False) if probe else None)
 
+    phases = curriculum_phases(params, rows, file=str(train_file))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = out_dir.parent / f".{out_dir.name}.trainer"
     shutil.rmtree(scratch, ignore_errors=True)  # a killed earlier attempt: start afresh
-    set_seed(ws.seed)
     model.train()
-    trainer = LengthSplitTrainer(  # a multi-task batch does not compute its padding
-        model=model,
-        loss_average=ws.loss_average,
-        args=_training_args(params, scratch, dtype=dtype),
-        train_dataset=RowDataset(rows),
-        data_collator=collator,
-    )
+    losses: list[dict[str, float]] = []
+    phase_summaries: list[dict[str, Any]] = []
     start = time.perf_counter()
-    try:
-        result = trainer.train()
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    for tasks, max_steps, phase_rows in phases:
+        set_seed(ws.seed)
+        trainer = LengthSplitTrainer(  # a multi-task batch does not compute its padding
+            model=model,
+            loss_average=ws.loss_average,
+            args=_training_args(params, scratch, dtype=dtype, max_steps=max_steps),
+            train_dataset=RowDataset(phase_rows),
+            data_collator=collator,  # one collator: its row cache serves every phase
+        )
+        try:
+            result = trainer.train()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        offset = losses[-1]["step"] if losses else 0
+        losses += [{"step": entry["step"] + offset, "loss": entry["loss"]}
+                   for entry in _losses(trainer.state.log_history)]
+        model = trainer.model
+        phase_summaries.append({
+            "tasks": tasks, "steps": int(trainer.state.global_step), "rows": len(phase_rows),
+            "epochs": round(float(trainer.state.epoch or 0.0), 2),
+            "train_loss": float(result.training_loss)})
     train_seconds = time.perf_counter() - start
-    losses = _losses(trainer.state.log_history)
     if not losses or not all(math.isfinite(entry["loss"]) for entry in losses):
         raise RuntimeError(f"warm start: bad training losses {losses}")
 
-    model = trainer.model
     after = (_evaluate(model, processor, probe, store, max_new_tokens=max_new_tokens,
                        batch_size=eval_batch, examples=True) if probe else None)
+    main = phase_summaries[-1]
     summary: dict[str, Any] = {
-        "steps": int(trainer.state.global_step),
+        "steps": sum(phase["steps"] for phase in phase_summaries),
         "train_rows": len(rows),
-        "epochs": round(float(trainer.state.epoch or 0.0), 2),
+        "epochs": main["epochs"],
         "loss_first": losses[0]["loss"],
         "loss_last": losses[-1]["loss"],
-        "train_loss": float(result.training_loss),
+        "train_loss": main["train_loss"],
         "train_seconds": round(train_seconds, 2),
         "max_new_tokens": max_new_tokens,
         "before": before,
         "after": after,
         "loss_history": losses,
     }
+    if len(phase_summaries) > 1:
+        summary["phases"] = phase_summaries
     # The model folder's copy leaves out the times: DVC hashes that folder, and the same inputs
     # must give the same bytes. The caller still gets them.
     _install(model, processor, _without_times(summary), out_dir)

@@ -304,8 +304,8 @@ def test_a_curriculum_phase_without_rows_is_refused_naming_the_file(tiny_project
     _, params = tiny_project
     staged = _with_warm_start(params, curriculum=[{"tasks": ["mcq"], "max_steps": 3}])
     rows = [{"task": "temporal_grounding", "id": "a"}]
-    with pytest.raises(ValueError, match=r"^train\.jsonl: warm_start\.curriculum\.0 trains on "
-                                         r"mcq, which has no training row$"):
+    with pytest.raises(ConfigError, match=r"^train\.jsonl: warm_start\.curriculum\.0 trains on "
+                                          r"mcq, which has no training row$"):
         curriculum_phases(staged, rows, file="train.jsonl")
     main = curriculum_phases(params, rows, file="train.jsonl")
     assert main == [(None, params.warm_start.max_steps, rows)]

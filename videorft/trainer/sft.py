@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from videorft.errors import ConfigError
 from videorft.io import replace_dir
 from videorft.model.inputs import process_videos, row_messages
 from videorft.params import Params
@@ -266,13 +267,14 @@ def curriculum_phases(
     params: Params, rows: Sequence[dict[str, Any]], *, file: str
 ) -> list[tuple[list[str] | None, int, list[dict[str, Any]]]]:
     """(tasks, max_steps, rows) of each warm-start phase in order: ``warm_start.curriculum``'s,
-    then the main phase on every row (tasks None). A phase whose tasks have no row is an
-    error naming ``file``: it would train on nothing."""
+    then the main phase on every row (tasks None). A phase whose tasks have no row is a
+    ConfigError naming ``file`` (one line from the CLI, as ``select_sources``'): it would train
+    on nothing."""
     phases: list[tuple[list[str] | None, int, list[dict[str, Any]]]] = []
     for index, phase in enumerate(params.warm_start.curriculum):
         phase_rows = [row for row in rows if row["task"] in phase.tasks]
         if not phase_rows:
-            raise ValueError(f"{file}: warm_start.curriculum.{index} trains on "
+            raise ConfigError(f"{file}: warm_start.curriculum.{index} trains on "
                              f"{', '.join(phase.tasks)}, which has no training row")
         phases.append((list(phase.tasks), phase.max_steps, phase_rows))
     phases.append((None, params.warm_start.max_steps, list(rows)))
@@ -304,6 +306,7 @@ def warm_start(
                           key="warm_start.sources", file=str(train_file))
     if not rows:
         raise ValueError(f"{root / params.paths.dataset}: the train split is empty")
+    phases = curriculum_phases(params, rows, file=str(train_file))  # before minutes of work
     store = FrameStore(root / params.paths.frames)
     dtype = resolve_dtype(params.model.dtype)
     set_seed(ws.seed)
@@ -324,7 +327,6 @@ def warm_start(
     before = (_evaluate(model, processor, probe, store, max_new_tokens=max_new_tokens,
                         batch_size=eval_batch, examples=False) if probe else None)
 
-    phases = curriculum_phases(params, rows, file=str(train_file))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = out_dir.parent / f".{out_dir.name}.trainer"
     shutil.rmtree(scratch, ignore_errors=True)  # a killed earlier attempt: start afresh

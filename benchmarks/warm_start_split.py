@@ -33,7 +33,8 @@ DEFAULT_PRESET = ROOT / "configs" / "presets" / "tiny-cpu.yaml"
 TASKS = ("temporal_grounding", "grounded_qa", "tracking", "mcq")
 
 
-def build_project(root: Path, rows: int, hidden: int, layers: int) -> tuple[Path, object]:
+def build_project(root: Path, rows: int, hidden: int, layers: int,
+                  tasks: tuple[str, ...] = TASKS) -> tuple[Path, object]:
     from dataclasses import replace
 
     from videorft.model.tiny import build_tiny_model
@@ -42,13 +43,13 @@ def build_project(root: Path, rows: int, hidden: int, layers: int) -> tuple[Path
     from videorft.stages import get_stage
 
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
-    counts = ", ".join(f"{task}: {rows}" for task in TASKS)
+    counts = ", ".join(f"{task}: {rows}" for task in tasks)
     source = ("download.sources=[{name: synthetic, type: synthetic, options: {seed: 0, "
-              f"tasks: [{', '.join(TASKS)}], samples_per_task: {{{counts}}}, "
+              f"tasks: [{', '.join(tasks)}], samples_per_task: {{{counts}}}, "
               "held_out: {val: 0}, width: 160, height: 120, fps: 4, min_duration_s: 4.0, "
               "max_duration_s: 4.0, time_bar: true, canonical_options: true}}]")
     params = update_params(root / "params.yaml", preset=str(DEFAULT_PRESET), overrides=[
-        source, f"build_dataset.tasks=[{', '.join(TASKS)}]"])
+        source, f"build_dataset.tasks=[{', '.join(tasks)}]"])
     for stage in ("download", "extract_frames", "build_dataset"):
         get_stage(stage)(params, root)
     mrope = (hidden // 32, 3 * hidden // 64, 3 * hidden // 64)  # head_dim / 2: t, h, w

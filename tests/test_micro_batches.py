@@ -5,7 +5,9 @@ run as groups of similar length, and that changes neither the loss nor the gradi
   (hypothesis);
 - each micro-batch is exactly what the collator makes of its rows alone (tokens, padding,
   labels, patches), so nothing is lost or misaligned in the split;
-- on the tiny model, the split loss and its gradient equal the whole batch's.
+- on the tiny model, the split loss and its gradient equal the whole batch's;
+- each micro-batch projects only its answer window onto the vocabulary (the positions the loss
+  reads), by hand and on the tiny model.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from videorft.trainer.data import load_split
 from videorft.trainer.micro_batches import (
     MIN_FILL,
     LengthSplitTrainer,
+    answer_window,
+    keep_answer_logits,
     length_groups,
     split_by_length,
 )
@@ -46,6 +50,21 @@ def test_length_groups_by_hand() -> None:
     assert length_groups([162, 437, 243, 437, 150]) == [[1, 3], [2], [0, 4]]
     assert length_groups([100, 90, 81]) == [[0, 1, 2]]
     assert length_groups([100, 79]) == [[0], [1]]
+
+
+def test_the_answer_window_by_hand() -> None:
+    x = -100
+    labels = torch.tensor([[x, x, x, x, 7, 8, 9],
+                           [x, x, x, x, x, 5, 6]])
+    assert answer_window(labels) == 4  # from position 3, whose logits predict token 7
+    kept = keep_answer_logits({"input_ids": labels.clone(), "labels": labels})
+    assert kept["logits_to_keep"] == 4
+    assert kept["labels"].tolist() == [[x, 7, 8, 9], [x, x, 5, 6]]
+    assert kept["input_ids"].shape == (2, 7)  # the model still reads every position
+    # No room to trim (an answer from position 1, or none): the batch is unchanged.
+    for whole in (torch.tensor([[x, 3, 4]]), torch.full((1, 3), x)):
+        assert answer_window(whole) == 3
+        assert keep_answer_logits({"labels": whole}).keys() == {"labels"}
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +128,25 @@ def test_the_split_loss_and_gradient_are_the_whole_batchs(
     assert whole_grads.keys() == split_grads.keys()
     for name, grad in whole_grads.items():
         assert torch.allclose(split_grads[name], grad, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("loss_average", ["tokens", "rows"])
+def test_only_the_answer_window_reaches_the_vocabulary(
+    batch_of_four_tasks, tmp_path, loss_average: str
+) -> None:
+    collator, rows, model = batch_of_four_tasks
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = LengthSplitTrainer(model=model, args=args, loss_average=loss_average)
+    batch = collator(rows)
+    parts = split_by_length(batch)
+    seen: list[int] = []
+    hook = model.lm_head.register_forward_hook(lambda _m, inp, _o: seen.append(inp[0].shape[1]))
+    try:
+        trainer.compute_loss(model, batch)
+    finally:
+        hook.remove()
+    assert seen == [answer_window(part["labels"]) for part in parts]
+    assert all(k < part["labels"].shape[1] for k, part in zip(seen, parts, strict=True))
 
 
 def test_rows_average_each_rows_own_mean(batch_of_four_tasks, tmp_path) -> None:

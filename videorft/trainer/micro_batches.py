@@ -5,6 +5,10 @@ temporal-grounding ones (~16), most of a warm-start step's tokens are padding. R
 length go into one micro-batch, trimmed to its own longest row. The micro-batches' losses add
 up to the batch's loss (the mean over its answer tokens, or over its rows: see
 :class:`LengthSplitTrainer`), so the gradient is the batch's (up to float summation order).
+
+Each micro-batch also projects only its answer window onto the vocabulary (:func:`answer_window`):
+the loss reads the logits of the answer tokens and the one before each, and a warm-start row is
+mostly prompt and video (an answer is 7-22 tokens of ~200).
 """
 
 from __future__ import annotations
@@ -21,6 +25,27 @@ MIN_FILL = 0.8
 IGNORE_INDEX = -100
 #: Per-video entries of a Qwen2.5-VL video batch, one row (or one patch run) per video.
 _PER_VIDEO = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
+def answer_window(labels: torch.Tensor) -> int:
+    """How many positions at the end of the batch the loss reads: from the one before the
+    earliest answer token (its logits predict that token) to the last; every position when no
+    row has an answer."""
+    answered = labels.ne(IGNORE_INDEX).any(dim=0).nonzero()
+    if answered.numel() == 0:
+        return labels.shape[1]
+    return labels.shape[1] - max(int(answered[0]) - 1, 0)
+
+
+def keep_answer_logits(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """``batch`` asking the model for the logits of its answer window only (HF's
+    ``logits_to_keep``), with the labels trimmed to the same positions: the same loss and
+    gradient, without projecting the prompt and video positions onto the vocabulary."""
+    labels = batch["labels"]
+    keep = answer_window(labels)
+    if keep == labels.shape[1]:
+        return dict(batch)
+    return {**batch, "labels": labels[:, -keep:], "logits_to_keep": keep}
 
 
 def length_groups(lengths: list[int], min_fill: float = MIN_FILL) -> list[list[int]]:
@@ -86,6 +111,10 @@ class LengthSplitTrainer(Trainer):
     the batch whole with HF's loss.
     """
 
+    #: Project only each micro-batch's answer window onto the vocabulary (the same loss and
+    #: gradient; benchmarks/warm_start_answer_logits.py turns it off for its baseline).
+    answer_logits_only = True
+
     def __init__(self, *args: Any, loss_average: str = "tokens", **kwargs: Any) -> None:
         if loss_average not in ("tokens", "rows"):
             raise ValueError(f"loss_average must be 'tokens' or 'rows', got {loss_average!r}")
@@ -103,11 +132,13 @@ class LengthSplitTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs=True,
                                         num_items_in_batch=num_items_in_batch)
         parts = split_by_length(inputs)
+        if self.answer_logits_only:
+            parts = [keep_answer_logits(part) for part in parts]
         if self.loss_average == "rows":
             rows = inputs["labels"].shape[0]
             return sum(row_mean_losses(model, part).sum() for part in parts) / rows
         if len(parts) == 1:
-            return super().compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(model, parts[0], num_items_in_batch=num_items_in_batch)
         losses = [super(LengthSplitTrainer, self).compute_loss(
             model, part, num_items_in_batch=num_items_in_batch) for part in parts]
         if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
@@ -121,6 +152,7 @@ def row_mean_losses(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tens
     """Each row's causal-LM loss, the mean over its own answer tokens: ``[rows]``."""
     labels = batch["labels"]
     logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    labels = labels[:, -logits.shape[1]:]  # the answer window, when the batch asked for it
     targets = labels[:, 1:]
     per_token = torch.nn.functional.cross_entropy(
         logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,

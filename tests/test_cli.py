@@ -121,7 +121,7 @@ def test_bad_overrides_are_one_line_errors_and_change_nothing(tmp_path: Path) ->
     root = _project(tmp_path)
     before = (root / "params.yaml").read_bytes()
     cases = {
-        "download.sources.5.name=x": "download.sources has 2 entries (0 to 1); there is no entry 5",
+        "download.sources.5.name=x": "download.sources has 3 entries (0 to 2); there is no entry 5",
         "extract_frames.fps=[unclosed": "'extract_frames.fps=[unclosed': the value is not valid",
         "extract_frames.min_frames=20": "min_frames (20) must not exceed max_frames (16)",
         "extract_frames.min_pixels=99999999": "must not exceed max_pixels",

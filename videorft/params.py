@@ -668,9 +668,9 @@ def _represent_float(representer: Any, value: float) -> Any:
 
 def _styled(value: Any, old: Any = None) -> Any:
     """``value`` as ruamel nodes laid out the way a person writes params.yaml: a list or
-    mapping keeps the style (flow ``[a, b]`` or block) of the node it replaces; a new one is
-    flow when it holds scalars only, block when it nests. Written plainly, every new list
-    would come out in block style, one item per line."""
+    mapping keeps the style (flow ``[a, b]`` or block) of the node it replaces (``[]`` and
+    ``{}`` are flow); a new one is flow when it holds scalars only, block when it nests.
+    Written plainly, every new list would come out in block style, one item per line."""
     if isinstance(value, dict):
         node = CommentedMap()
         for key, item in value.items():
@@ -681,7 +681,10 @@ def _styled(value: Any, old: Any = None) -> Any:
             for i, item in enumerate(value))
     else:
         return value
-    was_flow = old.fa.flow_style() if isinstance(old, (CommentedMap, CommentedSeq)) else None
+    was_flow = None
+    if isinstance(old, (CommentedMap, CommentedSeq)):
+        # ruamel records no style for an empty `[]` or `{}`, which can only be written flow.
+        was_flow = old.fa.flow_style() if old else True
     if not value:  # `{}` and `[]` have no block form
         flow = True
     elif was_flow is not None:

@@ -18,13 +18,12 @@ answer-window time).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from warm_start_split import build_project  # this folder is on sys.path when run as a script
+from warm_start_split import build_project, compare_runs  # this folder is on sys.path
 from warm_start_step import run_steps
 
 from videorft.trainer.micro_batches import LengthSplitTrainer
@@ -59,16 +58,9 @@ def main() -> int:
     print(f"threads: {torch.get_num_threads()}, tasks: {' '.join(args.tasks)}, rows per task: "
           f"{args.rows}, batch: {args.batch}, steps: {args.steps}, model: {args.hidden} wide, "
           f"{args.layers} layers")
-    print(f"every position: {args.steps / every:.2f} steps/s; answer window: "
-          f"{args.steps / window:.2f} steps/s")
-    same = len(every_losses) == len(window_losses) and all(
-        math.isclose(a, b, rel_tol=1e-4) for a, b in zip(every_losses, window_losses, strict=True))
-    if not same:
-        print(f"the runs trained differently: losses {every_losses[-3:]} vs {window_losses[-3:]}",
-              file=sys.stderr)
-        return 1
-    print(f"answer_window_vs_every_position_speedup: {every / window:.2f}")
-    return 0
+    return compare_runs(args.steps, ("every position", every, every_losses),
+                        ("answer window", window, window_losses),
+                        "answer_window_vs_every_position_speedup")
 
 
 if __name__ == "__main__":

@@ -77,15 +77,25 @@ def main() -> int:
                                         trainer_class=LengthSplitTrainer)
     print(f"threads: {torch.get_num_threads()}, rows per task: {args.rows}, batch: "
           f"{args.batch}, steps: {args.steps}, model: {args.hidden} wide, {args.layers} layers")
-    print(f"whole batches: {args.steps / whole:.2f} steps/s; micro-batches by length: "
-          f"{args.steps / split:.2f} steps/s")
-    same = len(whole_losses) == len(split_losses) and all(
-        math.isclose(a, b, rel_tol=1e-4) for a, b in zip(whole_losses, split_losses, strict=True))
+    return compare_runs(args.steps, ("whole batches", whole, whole_losses),
+                        ("micro-batches by length", split, split_losses),
+                        "split_vs_whole_speedup")
+
+
+def compare_runs(steps: int, baseline: tuple[str, float, list[float]],
+                 candidate: tuple[str, float, list[float]], ratio_name: str) -> int:
+    """Print each run's steps/s, then ``ratio_name: baseline time / candidate time`` when the
+    two trained the same (every step's loss within 1e-4 relative); the exit status (1: they
+    did not, and no ratio is printed)."""
+    (base_name, base_s, base_losses), (cand_name, cand_s, cand_losses) = baseline, candidate
+    print(f"{base_name}: {steps / base_s:.2f} steps/s; {cand_name}: {steps / cand_s:.2f} steps/s")
+    same = len(base_losses) == len(cand_losses) and all(
+        math.isclose(a, b, rel_tol=1e-4) for a, b in zip(base_losses, cand_losses, strict=True))
     if not same:
-        print(f"the runs trained differently: losses {whole_losses[-3:]} vs {split_losses[-3:]}",
+        print(f"the runs trained differently: losses {base_losses[-3:]} vs {cand_losses[-3:]}",
               file=sys.stderr)
         return 1
-    print(f"split_vs_whole_speedup: {whole / split:.2f}")
+    print(f"{ratio_name}: {base_s / cand_s:.2f}")
     return 0
 
 

@@ -300,6 +300,19 @@ def test_a_curriculum_trains_its_tasks_first_then_every_row(
     assert [entry["step"] for entry in summary["loss_history"]] == [1, 2, 3, 4, 5]
 
 
+def test_an_empty_train_split_is_refused_naming_the_file(tiny_project, tmp_path) -> None:
+    """Every video held out leaves nothing to warm-start on: a one-line error naming the file,
+    before the model loads and with nothing written."""
+    _, params = tiny_project
+    dataset = tmp_path / params.paths.dataset
+    dataset.mkdir(parents=True)
+    (dataset / "train.jsonl").write_text("")
+    out_dir = tmp_path / "warm"
+    with pytest.raises(ConfigError, match=r"train\.jsonl: no training row to warm-start on"):
+        warm_start(params, tmp_path, base_model=tmp_path / "no-model", out_dir=out_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
 def test_a_curriculum_phase_without_rows_is_refused_naming_the_file(tiny_project) -> None:
     _, params = tiny_project
     staged = _with_warm_start(params, curriculum=[{"tasks": ["mcq"], "max_steps": 3}])

@@ -304,8 +304,9 @@ def warm_start(
     train_file = root / params.paths.dataset / "train.jsonl"
     rows = select_sources(load_split(root / params.paths.dataset, "train"), ws.sources,
                           key="warm_start.sources", file=str(train_file))
-    if not rows:
-        raise ValueError(f"{root / params.paths.dataset}: the train split is empty")
+    if not rows:  # a ConfigError: one line from the CLI, not a traceback
+        raise ConfigError(f"{train_file}: no training row to warm-start on (every video held "
+                          "out?); add training videos or set warm_start.enabled: false")
     phases = curriculum_phases(params, rows, file=str(train_file))  # before minutes of work
     store = FrameStore(root / params.paths.frames)
     dtype = resolve_dtype(params.model.dtype)

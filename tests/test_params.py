@@ -164,8 +164,8 @@ def test_a_no_op_apply_leaves_the_file_byte_for_byte(params_file: Path) -> None:
 def test_an_edit_keeps_the_files_layout(params_file: Path) -> None:
     """`--set` and `params apply` write lists the way the file writes them: a flow list stays
     `[a, b]` (and so does one replacing `[]`), a new list of scalars is written flow, a nested
-    one in block style; new floats
-    read back as floats in YAML 1.1 readers too (PyYAML); no line ends in a blank."""
+    one in block style; new floats read back as floats in YAML 1.1 readers too (PyYAML); no
+    line ends in a blank."""
     yaml = pytest.importorskip("yaml")
     update_params(params_file, overrides=["build_dataset.tasks=[temporal_grounding, mcq]",
                                           "train.sources=null", "train.learning_rate=5e-5"])

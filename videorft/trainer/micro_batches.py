@@ -152,7 +152,6 @@ def row_mean_losses(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tens
     """Each row's causal-LM loss, the mean over its own answer tokens: ``[rows]``."""
     labels = batch["labels"]
     logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    labels = labels[:, -logits.shape[1]:]  # the answer window, when the batch asked for it
     targets = labels[:, 1:]
     per_token = torch.nn.functional.cross_entropy(
         logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,

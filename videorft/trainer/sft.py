@@ -275,7 +275,7 @@ def curriculum_phases(
         phase_rows = [row for row in rows if row["task"] in phase.tasks]
         if not phase_rows:
             raise ConfigError(f"{file}: warm_start.curriculum.{index} trains on "
-                             f"{', '.join(phase.tasks)}, which has no training row")
+                              f"{', '.join(phase.tasks)}, which has no training row")
         phases.append((list(phase.tasks), phase.max_steps, phase_rows))
     phases.append((None, params.warm_start.max_steps, list(rows)))
     return phases

@@ -381,6 +381,40 @@ def test_span_grid_puts_appearances_on_whole_seconds(tmp_path: Path) -> None:
         _check_span(tmp_path, record, colour, record["solution"])
 
 
+def test_corner_paths_cross_the_frame_on_twelve_fixed_tracks(tmp_path: Path) -> None:
+    """tracking_paths corners: every object has one size and goes at constant speed from a
+    corner to another, so the eight boxes take few values; the pixels agree at the sampled
+    frames, and a track starts and ends on two different corners."""
+    config = _config(samples_per_task={"temporal_grounding": 0, "grounded_qa": 0, "tracking": 24,
+                                       "mcq": 0}, fps=4, min_duration_s=4.0, max_duration_s=4.0,
+                     time_bar=True, max_distractors=0, tracking_paths="corners")
+    synthetic.generate(config, tmp_path / "corners")
+    records = list(synthetic.parse(config, tmp_path / "corners", tmp_path))
+    widths = {round(b[2] - b[0], 9) for r in records for b in r["solution"]}
+    assert len(widths) <= 2  # one drawn size (a shape's tight box may be a cell narrower)
+    corners = set()
+    for record in records:
+        first, last = record["solution"][0], record["solution"][-1]
+        ends = [(box[0] < 0.01, box[1] < 0.01) for box in (first, last)]
+        assert ends[0] != ends[1], record["id"]  # two different corners
+        for box in (first, last):
+            assert box[0] < 0.01 or box[2] > 0.99, record["id"]  # at the left or right edge
+        corners.add(tuple(map(tuple, record["solution"])))
+        frame = np.array(record["meta"]["sample_indices"], dtype=float)
+        for axis, size in ((0, 160), (1, 120)):  # constant speed: linear in the frame index
+            coords = np.array([box[axis] for box in record["solution"]]) * size
+            fit = np.polyval(np.polyfit(frame, coords, 1), frame)
+            assert np.abs(coords - fit).max() <= 1.5, record["id"]  # the 2-pixel grid
+    assert 6 <= len(corners) <= 12 * 4  # a few tracks (per kind at most), not one per video
+    raw = tmp_path
+    for record in records[:4]:
+        frames, _ = _decode(raw / record["video"])
+        colour = record["inputs"]["object"].split()[0]
+        indices = np.round(np.linspace(0, len(frames) - 1, 8)).astype(int)
+        for index, box in zip(indices, record["solution"], strict=True):
+            assert _iou(_box(_segment(frames[index], colour)), box) >= 0.8, record["id"]
+
+
 def test_span_settings_that_fit_no_video_are_refused(tmp_path: Path) -> None:
     config = _config(samples_per_task={"temporal_grounding": 1}, tasks=["temporal_grounding"],
                      fps=4, min_duration_s=4.0, max_duration_s=4.0, span_grid_s=3.0,

@@ -93,6 +93,7 @@ TASKS: tuple[str, ...] = video_tasks.CANONICAL
 HeldOut = Literal["val", "test"]
 GqaQuestion = Literal["shape", "colour"]
 McqQuestion = Literal["direction", "count"]
+TrackingPath = Literal["free", "corners"]
 GQA_QUESTIONS: tuple[GqaQuestion, ...] = ("shape", "colour")
 MCQ_QUESTIONS: tuple[McqQuestion, ...] = ("direction", "count")
 
@@ -176,6 +177,13 @@ class SyntheticOptions(BaseModel):
         "first four colours, the four directions, the counts 1-4) and pick the answer to match "
         "its balanced letter, so a letter always names the same answer: a small model then "
         "learns the scene instead of reading the options.",
+    )
+    tracking_paths: TrackingPath = Field(
+        "free", description="How a tracked object moves: `free`, a line or a Bezier curve "
+        "between random points, at a random size; `corners`, a straight line at constant speed "
+        "from one corner of the frame to another (12 paths), at one size, so the eight boxes "
+        "take one of 12 values and a small model learns where the object goes (as `span_grid_s` "
+        "does for spans) instead of regressing coordinates.",
     )
     span_grid_s: float | None = Field(
         None, gt=0, description="Appearances (temporal grounding, grounded QA) start and end on "
@@ -616,6 +624,18 @@ def _path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
     return points[:, 0], points[:, 1], kind
 
 
+def _corner_path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-frame top-left of a shape crossing from one corner of the frame to another, at
+    constant speed: 4 starts x 3 ends (along an edge or across the diagonal)."""
+    hi = np.array([sc.w - size, sc.stage_h - size], dtype=np.float64)
+    corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float64) * hi
+    start = int(sc.rng.integers(4))
+    end = [c for c in range(4) if c != start][int(sc.rng.integers(3))]
+    t = np.linspace(0.0, 1.0, sc.n)[:, None]
+    points = np.clip(_even((1 - t) * corners[start] + t * corners[end]), 0, hi.astype(int))
+    return points[:, 0], points[:, 1], f"corner {start} to {end}"
+
+
 def _tracking(sc: _Scene, index: int, position: int | None) -> _Sample:
     n_distractors = sc.distractors(0, 2)
     colours = sc.colours(n_distractors + 1)
@@ -624,8 +644,12 @@ def _tracking(sc: _Scene, index: int, position: int | None) -> _Sample:
     spots = sc.place(sizes)  # distractors may lie on the path: the target is drawn on top
     sprites = [sc.static(k, c, s, xy) for k, c, s, xy in
                zip(kinds[1:], colours[1:], sizes, spots, strict=True)]
-    tsize = sc.size(0.18, 0.26)
-    xs, ys, path = _path(sc, tsize)
+    if sc.options.tracking_paths == "corners":
+        tsize = sc.size(0.22, 0.22)
+        xs, ys, path = _corner_path(sc, tsize)
+    else:
+        tsize = sc.size(0.18, 0.26)
+        xs, ys, path = _path(sc, tsize)
     target = _Sprite(kinds[0], colours[0], tsize, xs, ys, np.ones(sc.n, dtype=bool))
     sprites.append(target)
     indices = sample_indices(sc.n, TRACKING_BOXES)

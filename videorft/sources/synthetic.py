@@ -19,7 +19,8 @@ textured background, and because it draws every pixel it knows the exact ground 
 
 Options make the scenes easier for small models without changing the task formats:
 ``time_bar`` draws a clock along the bottom of every frame (shapes stay above it),
-``shape_scale`` enlarges the shapes, ``max_distractors`` caps the distractor shapes, and
+``shape_scale`` enlarges the shapes, ``max_distractors`` caps the distractor shapes,
+``tracking_paths: corners`` moves a tracked object between two corners (12 tracks), and
 ``span_grid_s``/``min_span_s``/``max_span_s``/``span_margin_s`` shape the appearances (e.g. 1 s
 spans on whole seconds: four possible answers in a 4 s video, none favoured).
 

@@ -35,6 +35,8 @@ def main() -> None:
     args = parser.parse_args()
 
     split_file = args.project / "data/dataset" / f"{args.split}.jsonl"
+    if not split_file.is_file():
+        raise SystemExit(f"{split_file}: no such split (run the pipeline through build_dataset)")
     rows = [json.loads(line) for line in split_file.read_text(encoding="utf-8").splitlines()]
     rows = [row for row in rows
             if row["task"] == args.task and row.get("source") == args.source][: args.rows]

@@ -1,0 +1,70 @@
+"""Time a model's sampled decoding of long answers: is generation what makes tracking slow?
+
+How to run (from a project's root, with the project's virtualenv active)::
+
+    python docs/research/decode_time.py models/warm_start [--task tracking] [--groups 2] \
+        [--generations 8] [--new-tokens 200]
+
+Decodes ``--groups`` x ``--generations`` completions of exactly ``--new-tokens`` tokens
+(``min_new_tokens``, so every run decodes as many steps) for the first train rows of
+``--task``, once with a dynamic and once with a static KV cache, after one warm-up call each,
+and prints the time per decoded token and the prefill time of the prompts (one forward).
+GRPO with ``num_iterations: N`` decodes one generation batch per N steps (r120-r126 in
+rft-miniature.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from videorft.model.generate import greedy_config
+from videorft.model.inputs import video_inputs
+from videorft.model.loading import load_model_and_processor
+from videorft.video.store import FrameStore
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="model folder")
+    parser.add_argument("--task", default="tracking")
+    parser.add_argument("--groups", type=int, default=2)
+    parser.add_argument("--generations", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=200)
+    parser.add_argument("--project", type=Path, default=Path("."), help="project root")
+    args = parser.parse_args()
+
+    split_file = args.project / "data/dataset/train.jsonl"
+    if not split_file.is_file():
+        raise SystemExit(f"{split_file}: no such split (run the pipeline through build_dataset)")
+    rows = [json.loads(line) for line in split_file.read_text(encoding="utf-8").splitlines()]
+    rows = [row for row in rows if row["task"] == args.task][: args.groups]
+    if len(rows) < args.groups:
+        raise SystemExit(f"{split_file}: fewer than {args.groups} {args.task} rows")
+    model, processor = load_model_and_processor(args.model, dtype="float32")
+    model.eval()
+    batch = [row for row in rows for _ in range(args.generations)]
+    inputs = video_inputs(processor, batch, FrameStore(args.project / "data/frames"))
+    for cache in ("dynamic", "static"):
+        config = greedy_config(model, processor.tokenizer, args.new_tokens)
+        config.do_sample, config.temperature, config.top_p = True, 1.0, 1.0
+        config.min_new_tokens, config.cache_implementation = args.new_tokens, cache
+        with torch.inference_mode():
+            model.generate(**inputs, generation_config=config)
+            start = time.perf_counter()
+            model.generate(**inputs, generation_config=config)
+            decode = time.perf_counter() - start
+            start = time.perf_counter()
+            model(**inputs)
+            prefill = time.perf_counter() - start
+        print(f"{cache}: {len(batch)} rows x {args.new_tokens} tokens in {decode:.2f} s "
+              f"({1000 * decode / args.new_tokens:.2f} ms per token); prefill "
+              f"{1000 * prefill:.1f} ms for prompts of {inputs['input_ids'].shape[1]} tokens")
+
+
+if __name__ == "__main__":
+    main()

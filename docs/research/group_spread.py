@@ -1,0 +1,100 @@
+"""How much GRPO could gain on some rows: a model's sampled groups against its greedy answers.
+
+How to run (from a project's root, with the project's virtualenv active)::
+
+    python docs/research/group_spread.py models/warm_start \
+        [--split train] [--task tracking] [--source synthetic] [--rows 24] \
+        [--generations 8] [--temperature 0.7] [--seed 0] [--max-new-tokens 224] [--show]
+
+Why: GRPO only reweights what it samples. A group whose G completions all score the same has
+zero advantage and teaches nothing, and an item the model never answers right in G samples
+cannot be learned from its own rewards. So before a GRPO run, compare per item the greedy
+answer's content reward with the best of G sampled completions (at GRPO's temperature): the
+mean gap, "headroom", bounds what sharpening the policy can give on those items (r120 in
+rft-miniature.md). ``--show`` prints every group's sorted rewards.
+
+The content reward is the sum of the task's content components (tracking: mean box IoU;
+temporal grounding: IoU; grounded QA: glue IoU + letter), format not included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from videorft import video_tasks
+from videorft.model.generate import generate_answers, greedy_config
+from videorft.model.inputs import video_inputs
+from videorft.model.loading import load_model_and_processor
+from videorft.video.store import FrameStore
+
+
+def content_reward(task: video_tasks.VideoTask, completion: str, solution: object) -> float:
+    return sum(fn(completion, solution) for fn in task.content_rewards.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path, help="model folders")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--task", default="tracking")
+    parser.add_argument("--source", default="synthetic")
+    parser.add_argument("--rows", type=int, default=24)
+    parser.add_argument("--generations", type=int, default=8, help="G, samples per row")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=224)
+    parser.add_argument("--show", action="store_true", help="print each group's rewards")
+    parser.add_argument("--project", type=Path, default=Path("."), help="project root")
+    args = parser.parse_args()
+
+    split_file = args.project / "data/dataset" / f"{args.split}.jsonl"
+    if not split_file.is_file():
+        raise SystemExit(f"{split_file}: no such split (run the pipeline through build_dataset)")
+    rows = [json.loads(line) for line in split_file.read_text(encoding="utf-8").splitlines()]
+    rows = [row for row in rows
+            if row["task"] == args.task and row.get("source") == args.source][: args.rows]
+    if not rows:
+        raise SystemExit(f"{split_file}: no {args.task} row from source {args.source}")
+    task = video_tasks.get(args.task)
+    store = FrameStore(args.project / "data/frames")
+    for folder in args.models:
+        model, processor = load_model_and_processor(folder, dtype="float32")
+        greedy = [content_reward(task, answer, row["solution"]) for answer, row in zip(
+            generate_answers(model, processor, rows, store,
+                             max_new_tokens=args.max_new_tokens, batch_size=len(rows)),
+            rows, strict=True)]
+        config = greedy_config(model, processor.tokenizer, args.max_new_tokens)
+        config.do_sample, config.temperature, config.top_p = True, args.temperature, 1.0
+        torch.manual_seed(args.seed)
+        groups = []
+        model.eval()
+        with torch.inference_mode():
+            for row in rows:
+                inputs = video_inputs(processor, [row] * args.generations, store).to(model.device)
+                output = model.generate(**inputs, generation_config=config)
+                texts = processor.tokenizer.batch_decode(
+                    output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+                groups.append(sorted(content_reward(task, t, row["solution"]) for t in texts))
+        if args.show:
+            for best_first, greedy_value in zip(groups, greedy, strict=True):
+                print(" ".join(f"{r:.2f}" for r in best_first), f"| greedy {greedy_value:.2f}")
+        best = [group[-1] for group in groups]
+        summary = {
+            "rows": len(rows),
+            "greedy": statistics.mean(greedy),
+            "sampled": statistics.mean(r for group in groups for r in group),
+            f"best_of_{args.generations}": statistics.mean(best),
+            "headroom": statistics.mean(b - g for b, g in zip(best, greedy, strict=True)),
+            "zero_spread_groups": sum(group[-1] - group[0] < 1e-6 for group in groups) / len(rows),
+            "within_group_sd": statistics.mean(statistics.pstdev(group) for group in groups),
+        }
+        print(folder, args.split, args.task, {k: round(v, 3) for k, v in summary.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -2,25 +2,26 @@
 
 How to run (from a project's root, with the project's virtualenv active)::
 
-    python docs/research/decode_time.py models/warm_start [--task tracking] [--groups 2] \
-        [--generations 8] [--new-tokens 200]
+    python docs/research/decode_time.py models/warm_start [--task tracking] [--source ""] \
+        [--rows 2] [--generations 8] [--new-tokens 200]
 
-Decodes ``--groups`` x ``--generations`` completions of exactly ``--new-tokens`` tokens
+Decodes ``--rows`` x ``--generations`` completions of exactly ``--new-tokens`` tokens
 (``min_new_tokens``, so every run decodes as many steps) for the first train rows of
-``--task``, once with a dynamic and once with a static KV cache, after one warm-up call each,
-and prints the time per decoded token and the prefill time of the prompts (one forward).
-GRPO with ``num_iterations: N`` decodes one generation batch per N steps (r120-r126 in
+``--task`` from ``--source`` (the options of greedy_scores.py; the default split is train),
+once with a dynamic and once with a static KV cache, after one warm-up call each, and prints
+the time per decoded token and the prefill time of the prompts (one forward). GRPO with
+``num_iterations: N`` decodes one generation batch per N steps (r120-r126 in
 rft-miniature.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from split_rows import add_row_arguments, split_rows
 
 from videorft.model.generate import greedy_config
 from videorft.model.inputs import video_inputs
@@ -31,20 +32,12 @@ from videorft.video.store import FrameStore
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="model folder")
-    parser.add_argument("--task", default="tracking")
-    parser.add_argument("--groups", type=int, default=2)
-    parser.add_argument("--generations", type=int, default=8)
+    add_row_arguments(parser, rows=2)
+    parser.add_argument("--generations", type=int, default=8, help="completions per row")
     parser.add_argument("--new-tokens", type=int, default=200)
-    parser.add_argument("--project", type=Path, default=Path("."), help="project root")
     args = parser.parse_args()
 
-    split_file = args.project / "data/dataset/train.jsonl"
-    if not split_file.is_file():
-        raise SystemExit(f"{split_file}: no such split (run the pipeline through build_dataset)")
-    rows = [json.loads(line) for line in split_file.read_text(encoding="utf-8").splitlines()]
-    rows = [row for row in rows if row["task"] == args.task][: args.groups]
-    if len(rows) < args.groups:
-        raise SystemExit(f"{split_file}: fewer than {args.groups} {args.task} rows")
+    rows = split_rows(args)
     model, processor = load_model_and_processor(args.model, dtype="float32")
     model.eval()
     batch = [row for row in rows for _ in range(args.generations)]

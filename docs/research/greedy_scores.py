@@ -14,8 +14,9 @@ a model lost something on GRPO's own training videos too (r109 in rft-miniature.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from split_rows import add_row_arguments, split_rows
 
 from videorft.model.generate import generate_answers
 from videorft.model.loading import load_model_and_processor
@@ -26,22 +27,11 @@ from videorft.video.store import FrameStore
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path, help="model folders")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--task", default="tracking")
-    parser.add_argument("--source", default="synthetic")
-    parser.add_argument("--rows", type=int, default=32)
+    add_row_arguments(parser, rows=32)
     parser.add_argument("--max-new-tokens", type=int, default=224)
-    parser.add_argument("--project", type=Path, default=Path("."), help="project root")
     args = parser.parse_args()
 
-    split_file = args.project / "data/dataset" / f"{args.split}.jsonl"
-    if not split_file.is_file():
-        raise SystemExit(f"{split_file}: no such split (run the pipeline through build_dataset)")
-    rows = [json.loads(line) for line in split_file.read_text(encoding="utf-8").splitlines()]
-    rows = [row for row in rows
-            if row["task"] == args.task and row.get("source") == args.source][: args.rows]
-    if not rows:
-        raise SystemExit(f"{split_file}: no {args.task} row from source {args.source}")
+    rows = split_rows(args)
     store = FrameStore(args.project / "data/frames")
     for folder in args.models:
         model, processor = load_model_and_processor(folder, dtype="float32")

@@ -20,11 +20,11 @@ temporal grounding: IoU; grounded QA: glue IoU + letter), format not included.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import torch
+from split_rows import add_row_arguments, split_rows
 
 from videorft import video_tasks
 from videorft.model.generate import generate_answers, greedy_config
@@ -40,26 +40,15 @@ def content_reward(task: video_tasks.VideoTask, completion: str, solution: objec
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path, help="model folders")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--task", default="tracking")
-    parser.add_argument("--source", default="synthetic")
-    parser.add_argument("--rows", type=int, default=24)
+    add_row_arguments(parser, rows=24)
     parser.add_argument("--generations", type=int, default=8, help="G, samples per row")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=224)
     parser.add_argument("--show", action="store_true", help="print each group's rewards")
-    parser.add_argument("--project", type=Path, default=Path("."), help="project root")
     args = parser.parse_args()
 
-    split_file = args.project / "data/dataset" / f"{args.split}.jsonl"
-    if not split_file.is_file():
-        raise SystemExit(f"{split_file}: no such split (run the pipeline through build_dataset)")
-    rows = [json.loads(line) for line in split_file.read_text(encoding="utf-8").splitlines()]
-    rows = [row for row in rows
-            if row["task"] == args.task and row.get("source") == args.source][: args.rows]
-    if not rows:
-        raise SystemExit(f"{split_file}: no {args.task} row from source {args.source}")
+    rows = split_rows(args)
     task = video_tasks.get(args.task)
     store = FrameStore(args.project / "data/frames")
     for folder in args.models:

@@ -70,8 +70,8 @@ def main() -> None:
                     output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
                 groups.append(sorted(content_reward(task, t, row["solution"]) for t in texts))
         if args.show:
-            for best_first, greedy_value in zip(groups, greedy, strict=True):
-                print(" ".join(f"{r:.2f}" for r in best_first), f"| greedy {greedy_value:.2f}")
+            for group, greedy_value in zip(groups, greedy, strict=True):
+                print(" ".join(f"{r:.2f}" for r in group), f"| greedy {greedy_value:.2f}")
         best = [group[-1] for group in groups]
         summary = {
             "rows": len(rows),

@@ -26,15 +26,17 @@ from pathlib import Path
 import torch
 from split_rows import add_row_arguments, split_rows
 
-from videorft import video_tasks
 from videorft.model.generate import generate_answers, greedy_config
 from videorft.model.inputs import video_inputs
 from videorft.model.loading import load_model_and_processor
+from videorft.rewards import score
 from videorft.video.store import FrameStore
 
 
-def content_reward(task: video_tasks.VideoTask, completion: str, solution: object) -> float:
-    return sum(fn(completion, solution) for fn in task.content_rewards.values())
+def content_reward(completion: str, row: dict) -> float:
+    """The row's task reward as the trainer scores it (no thinking), less its format part."""
+    components = score(completion, row["task"], row["solution"], thinking=False)
+    return sum(value for name, value in components.items() if name != "format")
 
 
 def main() -> None:
@@ -49,11 +51,10 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = split_rows(args)
-    task = video_tasks.get(args.task)
     store = FrameStore(args.project / "data/frames")
     for folder in args.models:
         model, processor = load_model_and_processor(folder, dtype="float32")
-        greedy = [content_reward(task, answer, row["solution"]) for answer, row in zip(
+        greedy = [content_reward(answer, row) for answer, row in zip(
             generate_answers(model, processor, rows, store,
                              max_new_tokens=args.max_new_tokens, batch_size=len(rows)),
             rows, strict=True)]
@@ -68,7 +69,7 @@ def main() -> None:
                 output = model.generate(**inputs, generation_config=config)
                 texts = processor.tokenizer.batch_decode(
                     output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-                groups.append(sorted(content_reward(task, t, row["solution"]) for t in texts))
+                groups.append(sorted(content_reward(text, row) for text in texts))
         if args.show:
             for group, greedy_value in zip(groups, greedy, strict=True):
                 print(" ".join(f"{r:.2f}" for r in group), f"| greedy {greedy_value:.2f}")

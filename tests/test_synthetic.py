@@ -413,6 +413,33 @@ def test_corner_paths_cross_the_frame_on_twelve_fixed_tracks(tmp_path: Path) -> 
             assert _iou(_box(_segment(frames[index], colour)), box) >= 0.8, record["id"]
 
 
+def test_centre_paths_leave_no_track_to_guess_blind(tmp_path: Path) -> None:
+    """tracking_paths centre: every track starts on the same box at the centre and ends in a
+    corner, the four ends mirror each other, and the pixels agree at the sampled frames."""
+    config = _config(samples_per_task={"temporal_grounding": 0, "grounded_qa": 0, "tracking": 16,
+                                       "mcq": 0}, fps=4, min_duration_s=4.0, max_duration_s=4.0,
+                     time_bar=True, max_distractors=0, tracking_paths="centre")
+    synthetic.generate(config, tmp_path / "centre")
+    records = list(synthetic.parse(config, tmp_path / "centre", tmp_path))
+    assert len({tuple(r["solution"][0]) for r in records}) == 1  # one first box
+    ends = {tuple(r["solution"][-1]) for r in records}
+    assert len(ends) == 4
+    bottom = max(e[3] for e in ends)  # the stage ends above the time bar
+    for x0, y0, x1, y1 in ends:  # in a corner of the stage
+        assert (x0 < 0.01 or x1 > 0.99) and (y0 < 0.01 or y1 == bottom), (x0, y0, x1, y1)
+    lefts, tops = sorted({e[0] for e in ends}), sorted({e[1] for e in ends})
+    first = records[0]["solution"][0]
+    # Mirror images: the centre lies halfway between the left and right (top and bottom) ends.
+    assert abs((lefts[0] + lefts[1]) / 2 - first[0]) <= 2 / 160
+    assert abs((tops[0] + tops[1]) / 2 - first[1]) <= 2 / 120
+    for record in records[:4]:
+        frames, _ = _decode(tmp_path / record["video"])
+        colour = record["inputs"]["object"].split()[0]
+        indices = np.round(np.linspace(0, len(frames) - 1, 8)).astype(int)
+        for index, box in zip(indices, record["solution"], strict=True):
+            assert _iou(_box(_segment(frames[index], colour)), box) >= 0.8, record["id"]
+
+
 def test_span_settings_that_fit_no_video_are_refused(tmp_path: Path) -> None:
     config = _config(samples_per_task={"temporal_grounding": 1}, tasks=["temporal_grounding"],
                      fps=4, min_duration_s=4.0, max_duration_s=4.0, span_grid_s=3.0,

@@ -20,7 +20,8 @@ textured background, and because it draws every pixel it knows the exact ground 
 Options make the scenes easier for small models without changing the task formats:
 ``time_bar`` draws a clock along the bottom of every frame (shapes stay above it),
 ``shape_scale`` enlarges the shapes, ``max_distractors`` caps the distractor shapes,
-``tracking_paths: corners`` moves a tracked object between two corners (12 tracks), and
+``tracking_paths`` moves a tracked object between two corners (``corners``, 12 tracks) or
+from the centre to a corner (``centre``, 4 tracks, none favoured without the video), and
 ``span_grid_s``/``min_span_s``/``max_span_s``/``span_margin_s`` shape the appearances (e.g. 1 s
 spans on whole seconds: four possible answers in a 4 s video, none favoured).
 
@@ -94,7 +95,7 @@ TASKS: tuple[str, ...] = video_tasks.CANONICAL
 HeldOut = Literal["val", "test"]
 GqaQuestion = Literal["shape", "colour"]
 McqQuestion = Literal["direction", "count"]
-TrackingPath = Literal["free", "corners"]
+TrackingPath = Literal["free", "corners", "centre"]
 GQA_QUESTIONS: tuple[GqaQuestion, ...] = ("shape", "colour")
 MCQ_QUESTIONS: tuple[McqQuestion, ...] = ("direction", "count")
 
@@ -184,7 +185,9 @@ class SyntheticOptions(BaseModel):
         "between random points, at a random size; `corners`, a straight line at constant speed "
         "from one corner of the frame to another (12 paths), at one size, so the eight boxes "
         "take one of 12 values and a small model learns where the object goes (as `span_grid_s` "
-        "does for spans) instead of regressing coordinates.",
+        "does for spans) instead of regressing coordinates; `centre`, the same from the centre "
+        "of the frame to one of its four corners (4 paths, one first box): by symmetry no "
+        "answer given without the video scores more than another, so only seeing pays.",
     )
     span_grid_s: float | None = Field(
         None, gt=0, description="Appearances (temporal grounding, grounded QA) start and end on "
@@ -637,6 +640,19 @@ def _corner_path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
     return points[:, 0], points[:, 1], f"corner {start} to {end}"
 
 
+def _centre_path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Per-frame top-left of a shape going from the centre of the frame to one of its corners,
+    at constant speed. The four tracks are mirror images of each other, so a blind guess of
+    any one of them expects the same score: there is no prior for GRPO to learn instead."""
+    hi = np.array([sc.w - size, sc.stage_h - size], dtype=np.float64)
+    centre = _even(hi / 2)
+    corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float64) * hi
+    end = int(sc.rng.integers(4))
+    t = np.linspace(0.0, 1.0, sc.n)[:, None]
+    points = np.clip(_even((1 - t) * centre + t * corners[end]), 0, hi.astype(int))
+    return points[:, 0], points[:, 1], f"centre to {end}"
+
+
 def _tracking(sc: _Scene, index: int, position: int | None) -> _Sample:
     n_distractors = sc.distractors(0, 2)
     colours = sc.colours(n_distractors + 1)
@@ -645,9 +661,10 @@ def _tracking(sc: _Scene, index: int, position: int | None) -> _Sample:
     spots = sc.place(sizes)  # distractors may lie on the path: the target is drawn on top
     sprites = [sc.static(k, c, s, xy) for k, c, s, xy in
                zip(kinds[1:], colours[1:], sizes, spots, strict=True)]
-    if sc.options.tracking_paths == "corners":
+    if sc.options.tracking_paths in ("corners", "centre"):
         tsize = sc.size(0.22, 0.22)
-        xs, ys, path = _corner_path(sc, tsize)
+        straight = _corner_path if sc.options.tracking_paths == "corners" else _centre_path
+        xs, ys, path = straight(sc, tsize)
     else:
         tsize = sc.size(0.18, 0.26)
         xs, ys, path = _path(sc, tsize)

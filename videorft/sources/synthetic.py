@@ -21,9 +21,7 @@ Options make the scenes easier for small models without changing the task format
 ``time_bar`` draws a clock along the bottom of every frame (shapes stay above it),
 ``shape_scale`` enlarges the shapes, ``max_distractors`` caps the distractor shapes,
 ``tracking_paths`` moves a tracked object between two corners (``corners``, 12 tracks) or
-from the centre to a corner (``centre``, 4 tracks, none favoured without the video),
-``quadrant_tint`` gives each quarter of the stage its own faint hue (the clock's counterpart
-for space), and
+from the centre to a corner (``centre``, 4 tracks, none favoured without the video), and
 ``span_grid_s``/``min_span_s``/``max_span_s``/``span_margin_s`` shape the appearances (e.g. 1 s
 spans on whole seconds: four possible answers in a 4 s video, none favoured).
 
@@ -150,13 +148,6 @@ class SyntheticOptions(BaseModel):
         "elapsed share of the video; shapes stay above it. A tiny model learns to locate "
         "events in time with it, but not from the rotary time positions alone in a CPU budget "
         "(docs/research/rft-miniature.md). Real videos have no such bar.",
-    )
-    quadrant_tint: bool = Field(
-        False,
-        description="Tint the four quadrants of the stage (above the clock) with faint, "
-        "different hues: the time bar's counterpart for space. A patch's colour then says "
-        "where it is, so a tiny model can read an object's position from what it sees instead "
-        "of from the rotary positions alone. Real videos have no such tint.",
     )
     shape_scale: float = Field(
         1.0, ge=0.5, le=3.0, description="Multiplies every shape's side length (larger: easier "
@@ -475,20 +466,6 @@ def _encode(path: Path, frames: Iterable[np.ndarray], options: SyntheticOptions)
 # --------------------------------------------------------------------------- scenes
 
 
-#: RGB offsets of ``quadrant_tint``: red on the left, blue on the right, plus green on top, so
-#: the four quadrants differ in two channels; far smaller than the shapes' saturated colours.
-_TINT = 18.0
-
-
-def _quadrant_tint(w: int, h: int, stage_h: int) -> np.ndarray:
-    """``(h, w, 3)`` offsets that tint each quadrant of the stage (rows above ``stage_h``)."""
-    tint = np.zeros((h, w, 3))
-    tint[:stage_h, : w // 2, 0] = _TINT
-    tint[:stage_h, w // 2 :, 2] = _TINT
-    tint[: stage_h // 2, :, 1] = _TINT
-    return tint
-
-
 class _Scene:
     """Per-sample random choices shared by the task builders."""
 
@@ -517,8 +494,6 @@ class _Scene:
             ripple = 4 * np.sin(2 * np.pi * (fx * xx / self.w + fy * yy / self.h)
                                 + rng.uniform(0, 2 * np.pi))
             img = img + (ramp + ripple)[..., None]
-        if self.options.quadrant_tint:
-            img = img + _quadrant_tint(self.w, self.h, self.stage_h)
         return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
     def size(self, lo: float = 0.14, hi: float = 0.22) -> int:

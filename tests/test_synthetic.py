@@ -381,6 +381,16 @@ def test_span_grid_puts_appearances_on_whole_seconds(tmp_path: Path) -> None:
         _check_span(tmp_path, record, colour, record["solution"])
 
 
+def _check_tracks_in_pixels(root: Path, records: list[dict]) -> None:
+    """Each solution box is where the tracked object's colour is, at the 8 sampled frames."""
+    for record in records:
+        frames, _ = _decode(root / record["video"])
+        colour = record["inputs"]["object"].split()[0]
+        indices = np.round(np.linspace(0, len(frames) - 1, 8)).astype(int)
+        for index, box in zip(indices, record["solution"], strict=True):
+            assert _iou(_box(_segment(frames[index], colour)), box) >= 0.8, record["id"]
+
+
 def test_corner_paths_cross_the_frame_on_twelve_fixed_tracks(tmp_path: Path) -> None:
     """tracking_paths corners: every object has one size and goes at constant speed from a
     corner to another, so the eight boxes take few values; the pixels agree at the sampled
@@ -405,39 +415,31 @@ def test_corner_paths_cross_the_frame_on_twelve_fixed_tracks(tmp_path: Path) -> 
             fit = np.polyval(np.polyfit(frame, coords, 1), frame)
             assert np.abs(coords - fit).max() <= 1.5, record["id"]  # the 2-pixel grid
     assert 6 <= len(tracks) <= 12  # 24 videos share a few of the 12 tracks
-    for record in records[:4]:
-        frames, _ = _decode(tmp_path / record["video"])
-        colour = record["inputs"]["object"].split()[0]
-        indices = np.round(np.linspace(0, len(frames) - 1, 8)).astype(int)
-        for index, box in zip(indices, record["solution"], strict=True):
-            assert _iou(_box(_segment(frames[index], colour)), box) >= 0.8, record["id"]
+    _check_tracks_in_pixels(tmp_path, records[:4])
 
 
 def test_centre_paths_leave_no_track_to_guess_blind(tmp_path: Path) -> None:
-    """tracking_paths centre: every track starts on the same box at the centre and ends in a
-    corner, the four ends mirror each other, and the pixels agree at the sampled frames."""
-    config = _config(samples_per_task={"temporal_grounding": 0, "grounded_qa": 0, "tracking": 16,
+    """tracking_paths centre: every track of a shape starts on one box at the centre and ends
+    in a corner, the four ends mirror each other, and the pixels agree at the sampled frames.
+    (A shape's tight box depends on its kind: a triangle's apex row differs by a cell.)"""
+    config = _config(samples_per_task={"temporal_grounding": 0, "grounded_qa": 0, "tracking": 32,
                                        "mcq": 0}, fps=4, min_duration_s=4.0, max_duration_s=4.0,
                      time_bar=True, max_distractors=0, tracking_paths="centre")
     synthetic.generate(config, tmp_path / "centre")
     records = list(synthetic.parse(config, tmp_path / "centre", tmp_path))
-    assert len({tuple(r["solution"][0]) for r in records}) == 1  # one first box
-    ends = {tuple(r["solution"][-1]) for r in records}
+    squares = [r for r in records if r["meta"]["shape"] == "square"]
+    assert len({tuple(r["solution"][0]) for r in squares}) == 1  # one first box
+    ends = {tuple(r["solution"][-1]) for r in squares}
     assert len(ends) == 4
     bottom = max(e[3] for e in ends)  # the stage ends above the time bar
     for x0, y0, x1, y1 in ends:  # in a corner of the stage
         assert (x0 < 0.01 or x1 > 0.99) and (y0 < 0.01 or y1 == bottom), (x0, y0, x1, y1)
     lefts, tops = sorted({e[0] for e in ends}), sorted({e[1] for e in ends})
-    first = records[0]["solution"][0]
+    first = squares[0]["solution"][0]
     # Mirror images: the centre lies halfway between the left and right (top and bottom) ends.
     assert abs((lefts[0] + lefts[1]) / 2 - first[0]) <= 2 / 160
     assert abs((tops[0] + tops[1]) / 2 - first[1]) <= 2 / 120
-    for record in records[:4]:
-        frames, _ = _decode(tmp_path / record["video"])
-        colour = record["inputs"]["object"].split()[0]
-        indices = np.round(np.linspace(0, len(frames) - 1, 8)).astype(int)
-        for index, box in zip(indices, record["solution"], strict=True):
-            assert _iou(_box(_segment(frames[index], colour)), box) >= 0.8, record["id"]
+    _check_tracks_in_pixels(tmp_path, records[:4])
 
 
 def test_span_settings_that_fit_no_video_are_refused(tmp_path: Path) -> None:

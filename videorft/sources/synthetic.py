@@ -186,7 +186,7 @@ class SyntheticOptions(BaseModel):
         "from one corner of the frame to another (12 paths), at one size, so the eight boxes "
         "take one of 12 values and a small model learns where the object goes (as `span_grid_s` "
         "does for spans) instead of regressing coordinates; `centre`, the same from the centre "
-        "of the frame to one of its four corners (4 paths, one first box): by symmetry no "
+        "of the frame to one of its four corners (4 paths from one start): by symmetry no "
         "answer given without the video scores more than another, so only seeing pays.",
     )
     span_grid_s: float | None = Field(

@@ -628,11 +628,15 @@ def _path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
     return points[:, 0], points[:, 1], kind
 
 
+#: The frame's corners as shares of the free area (top-left, top-right, bottom-left, bottom-right).
+_CORNERS = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float64)
+
+
 def _corner_path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-frame top-left of a shape crossing from one corner of the frame to another, at
     constant speed: 4 starts x 3 ends (along an edge or across the diagonal)."""
     hi = np.array([sc.w - size, sc.stage_h - size], dtype=np.float64)
-    corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float64) * hi
+    corners = _CORNERS * hi
     start = int(sc.rng.integers(4))
     end = [c for c in range(4) if c != start][int(sc.rng.integers(3))]
     t = np.linspace(0.0, 1.0, sc.n)[:, None]
@@ -646,7 +650,7 @@ def _centre_path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
     any one of them expects the same score: there is no prior for GRPO to learn instead."""
     hi = np.array([sc.w - size, sc.stage_h - size], dtype=np.float64)
     centre = _even(hi / 2)
-    corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float64) * hi
+    corners = _CORNERS * hi
     end = int(sc.rng.integers(4))
     t = np.linspace(0.0, 1.0, sc.n)[:, None]
     points = np.clip(_even((1 - t) * centre + t * corners[end]), 0, hi.astype(int))

@@ -7,7 +7,7 @@ How to run (from a project's root, with the project's virtualenv active)::
 
 Decodes ``--rows`` x ``--generations`` completions of exactly ``--new-tokens`` tokens
 (``min_new_tokens``, so every run decodes as many steps) for the first train rows of
-``--task`` from ``--source`` (the options of greedy_scores.py; the default split is train),
+``--task`` from ``--source`` (split_rows.py's options; the default split is train),
 once with a dynamic and once with a static KV cache, after one warm-up call each, and prints
 the time per decoded token and the prefill time of the prompts (one forward). GRPO with
 ``num_iterations: N`` decodes one generation batch per N steps (r120-r126 in

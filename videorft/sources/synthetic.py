@@ -612,9 +612,14 @@ def _temporal_grounding(sc: _Scene, index: int, position: int | None) -> _Sample
     )
 
 
+def _free_area(sc: _Scene, size: int) -> np.ndarray:
+    """Largest top-left (x, y) that keeps a shape of ``size`` inside the stage."""
+    return np.array([sc.w - size, sc.stage_h - size], dtype=np.float64)
+
+
 def _path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-frame top-left of a moving shape: a line or a quadratic Bezier inside the frame."""
-    rng, hi = sc.rng, np.array([sc.w - size, sc.stage_h - size], dtype=np.float64)
+    rng, hi = sc.rng, _free_area(sc, size)
     for _ in range(100):
         p0, p2 = rng.uniform(0, 1, size=2) * hi, rng.uniform(0, 1, size=2) * hi
         if np.linalg.norm((p2 - p0) / hi) >= 0.5:  # travels a good part of the frame
@@ -632,29 +637,35 @@ def _path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
 _CORNERS = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.float64)
 
 
+def _line(sc: _Scene, hi: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[
+        np.ndarray, np.ndarray]:
+    """Per-frame top-left (xs, ys) of a shape going from pixel ``start`` to ``end`` at
+    constant speed, on the even-pixel grid and inside the free area ``hi``."""
+    t = np.linspace(0.0, 1.0, sc.n)[:, None]
+    points = np.clip(_even((1 - t) * start + t * end), 0, hi.astype(int))
+    return points[:, 0], points[:, 1]
+
+
 def _corner_path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-frame top-left of a shape crossing from one corner of the frame to another, at
     constant speed: 4 starts x 3 ends (along an edge or across the diagonal)."""
-    hi = np.array([sc.w - size, sc.stage_h - size], dtype=np.float64)
-    corners = _CORNERS * hi
+    hi = _free_area(sc, size)
     start = int(sc.rng.integers(4))
     end = [c for c in range(4) if c != start][int(sc.rng.integers(3))]
-    t = np.linspace(0.0, 1.0, sc.n)[:, None]
-    points = np.clip(_even((1 - t) * corners[start] + t * corners[end]), 0, hi.astype(int))
-    return points[:, 0], points[:, 1], f"corner {start} to {end}"
+    return *_line(sc, hi, _CORNERS[start] * hi, _CORNERS[end] * hi), f"corner {start} to {end}"
 
 
 def _centre_path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Per-frame top-left of a shape going from the centre of the frame to one of its corners,
     at constant speed. The four tracks are mirror images of each other, so a blind guess of
     any one of them expects the same score: there is no prior for GRPO to learn instead."""
-    hi = np.array([sc.w - size, sc.stage_h - size], dtype=np.float64)
-    centre = _even(hi / 2)
-    corners = _CORNERS * hi
+    hi = _free_area(sc, size)
     end = int(sc.rng.integers(4))
-    t = np.linspace(0.0, 1.0, sc.n)[:, None]
-    points = np.clip(_even((1 - t) * centre + t * corners[end]), 0, hi.astype(int))
-    return points[:, 0], points[:, 1], f"centre to {end}"
+    return *_line(sc, hi, _even(hi / 2), _CORNERS[end] * hi), f"centre to {end}"
+
+
+#: Straight tracks at one size, by ``tracking_paths`` value (``free`` uses :func:`_path`).
+_STRAIGHT_PATHS = {"corners": _corner_path, "centre": _centre_path}
 
 
 def _tracking(sc: _Scene, index: int, position: int | None) -> _Sample:
@@ -665,9 +676,9 @@ def _tracking(sc: _Scene, index: int, position: int | None) -> _Sample:
     spots = sc.place(sizes)  # distractors may lie on the path: the target is drawn on top
     sprites = [sc.static(k, c, s, xy) for k, c, s, xy in
                zip(kinds[1:], colours[1:], sizes, spots, strict=True)]
-    if sc.options.tracking_paths in ("corners", "centre"):
+    straight = _STRAIGHT_PATHS.get(sc.options.tracking_paths)
+    if straight:
         tsize = sc.size(0.22, 0.22)
-        straight = _corner_path if sc.options.tracking_paths == "corners" else _centre_path
         xs, ys, path = straight(sc, tsize)
     else:
         tsize = sc.size(0.18, 0.26)

@@ -442,6 +442,31 @@ def test_centre_paths_leave_no_track_to_guess_blind(tmp_path: Path) -> None:
     _check_tracks_in_pixels(tmp_path, records[:4])
 
 
+def test_quadrant_tint_tells_where_a_patch_is(tmp_path: Path) -> None:
+    """quadrant_tint: in the decoded video, the background is redder on the left, bluer on the
+    right and greener on top than in the same scene untinted, the clock's strip is untouched,
+    and the tracked object is still found by its colour at its true box."""
+    options = dict(samples_per_task={"temporal_grounding": 0, "grounded_qa": 0, "tracking": 6,
+                                     "mcq": 0}, fps=4, min_duration_s=4.0, max_duration_s=4.0,
+                   time_bar=True, max_distractors=0, tracking_paths="centre", shape_scale=2.0)
+    plain, tinted = _config(**options), _config(quadrant_tint=60.0, **options)
+    synthetic.generate(plain, tmp_path / "plain")
+    synthetic.generate(tinted, tmp_path / "tinted")
+    for record in synthetic.parse(tinted, tmp_path / "tinted", tmp_path):
+        frame = _decode(tmp_path / record["video"])[0][0].astype(int)
+        base = _decode(tmp_path / record["video"].replace("tinted", "plain"))[0][0].astype(int)
+        diff = frame - base
+        corners = {"top left": diff[5:15, 5:15], "top right": diff[5:15, -15:-5],
+                   "bottom left": diff[80:90, 5:15], "bottom right": diff[80:90, -15:-5]}
+        for name, patch in corners.items():
+            red, green, blue = (patch[..., c].mean() for c in range(3))
+            assert (red > blue + 30) == ("left" in name), (record["id"], name, red, blue)
+            assert (green > 30) == ("top" in name), (record["id"], name, green)
+        assert np.abs(diff[-4:]).mean() < 2, record["id"]  # the clock's strip: codec bleed only
+        colour = record["inputs"]["object"].split()[0]
+        assert _iou(_box(_segment(frame.astype(np.uint8), colour)), record["solution"][0]) >= 0.8
+
+
 def test_span_settings_that_fit_no_video_are_refused(tmp_path: Path) -> None:
     config = _config(samples_per_task={"temporal_grounding": 1}, tasks=["temporal_grounding"],
                      fps=4, min_duration_s=4.0, max_duration_s=4.0, span_grid_s=3.0,

@@ -21,7 +21,9 @@ Options make the scenes easier for small models without changing the task format
 ``time_bar`` draws a clock along the bottom of every frame (shapes stay above it),
 ``shape_scale`` enlarges the shapes, ``max_distractors`` caps the distractor shapes,
 ``tracking_paths`` moves a tracked object between two corners (``corners``, 12 tracks) or
-from the centre to a corner (``centre``, 4 tracks, none favoured without the video), and
+from the centre to a corner (``centre``, 4 tracks, none favoured without the video),
+``quadrant_tint`` gives each quarter of the stage its own hue (the clock's counterpart for
+space), and
 ``span_grid_s``/``min_span_s``/``max_span_s``/``span_margin_s`` shape the appearances (e.g. 1 s
 spans on whole seconds: four possible answers in a 4 s video, none favoured).
 
@@ -148,6 +150,15 @@ class SyntheticOptions(BaseModel):
         "elapsed share of the video; shapes stay above it. A tiny model learns to locate "
         "events in time with it, but not from the rotary time positions alone in a CPU budget "
         "(docs/research/rft-miniature.md). Real videos have no such bar.",
+    )
+    quadrant_tint: float = Field(
+        0.0, ge=0.0, le=80.0,
+        description="Add this much (0-255 scale) red to the stage's left half, blue to its "
+        "right half and green to its top half, so each quadrant has its own hue: the time "
+        "bar's counterpart for space. Qwen2.5-VL's vision tower has no absolute position "
+        "embedding and a tiny model's rotary height/width frequencies barely turn across a "
+        "4x3 patch grid, so a patch's colour is what tells it where it is "
+        "(docs/research/rft-miniature.md, r156-r165); 0: off. Real videos have no such tint.",
     )
     shape_scale: float = Field(
         1.0, ge=0.5, le=3.0, description="Multiplies every shape's side length (larger: easier "
@@ -466,6 +477,17 @@ def _encode(path: Path, frames: Iterable[np.ndarray], options: SyntheticOptions)
 # --------------------------------------------------------------------------- scenes
 
 
+def _quadrant_tint(w: int, h: int, stage_h: int, strength: float) -> np.ndarray:
+    """``(h, w, 3)`` RGB offsets of ``quadrant_tint``: red on the left, blue on the right,
+    green on top, so the four quadrants of the stage (rows above ``stage_h``) differ in two
+    channels each; the clock's strip below stays untinted."""
+    tint = np.zeros((h, w, 3))
+    tint[:stage_h, : w // 2, 0] = strength
+    tint[:stage_h, w // 2 :, 2] = strength
+    tint[: stage_h // 2, :, 1] = strength
+    return tint
+
+
 class _Scene:
     """Per-sample random choices shared by the task builders."""
 
@@ -494,6 +516,8 @@ class _Scene:
             ripple = 4 * np.sin(2 * np.pi * (fx * xx / self.w + fy * yy / self.h)
                                 + rng.uniform(0, 2 * np.pi))
             img = img + (ramp + ripple)[..., None]
+        if self.options.quadrant_tint:
+            img = img + _quadrant_tint(self.w, self.h, self.stage_h, self.options.quadrant_tint)
         return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
     def size(self, lo: float = 0.14, hi: float = 0.22) -> int:

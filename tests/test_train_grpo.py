@@ -154,10 +154,11 @@ def test_grpo_config_maps_every_train_knob(tmp_path: Path) -> None:
         "train.num_train_epochs=3", "train.per_device_train_batch_size=12",
         "train.gradient_accumulation_steps=5", "train.weight_decay=0.01",
         "train.max_grad_norm=0.5", "train.lr_scheduler_type=cosine", "train.logging_steps=3",
+        "train.optim=sgd",
     )
     cfg = grpo_config(params, tmp_path / "ck")
     t = params.train
-    same_name = ("num_generations", "learning_rate", "lr_scheduler_type", "weight_decay",
+    same_name = ("num_generations", "learning_rate", "optim", "lr_scheduler_type", "weight_decay",
                  "max_grad_norm", "beta", "epsilon", "loss_type", "scale_rewards",
                  "temperature", "top_p", "max_completion_length", "num_iterations",
                  "num_train_epochs", "max_steps", "per_device_train_batch_size",

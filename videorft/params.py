@@ -399,9 +399,18 @@ class TrainParams(_Section):
 
     num_generations: int = Field(8, ge=2, description="Completions per prompt: the group G.")
     learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate (paper: 1e-6).")
+    optim: Literal["adamw_torch", "sgd"] = Field(
+        "adamw_torch",
+        description="Optimizer, by its HF TrainingArguments name (paper: AdamW). AdamW moves "
+        "every weight about one learning rate per step however small its gradient, so where "
+        "a few tokens of long answers carry the reward (tracking on the tiny model) its steps "
+        "are mostly noise; `sgd` (no momentum) moves weights in proportion to their gradient "
+        "(docs/research/rft-miniature.md, r156-r171). Its learning rate is on another scale "
+        "(tracking on the tiny model: 5e-3).",
+    )
     lr_scheduler_type: str = Field("constant", description="HF scheduler name.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of steps warming up.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (decoupled with AdamW).")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     beta: float = Field(
         0.04, ge=0,

@@ -48,6 +48,7 @@ def grpo_config(params: Params, output_dir: Path) -> Any:
         num_iterations=t.num_iterations,
         # optimisation
         learning_rate=t.learning_rate,
+        optim=t.optim,
         lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_ratio if t.warmup_ratio > 0 else 0,  # float < 1: ratio
         weight_decay=t.weight_decay,

@@ -405,7 +405,7 @@ class TrainParams(_Section):
         "every weight about one learning rate per step however small its gradient, so where "
         "a few tokens of long answers carry the reward (tracking on the tiny model) its steps "
         "are mostly noise; `sgd` (no momentum) moves weights in proportion to their gradient "
-        "(docs/research/rft-miniature.md, r156-r171). Its learning rate is on another scale "
+        "(docs/research/rft-miniature.md, r156-r177). Its learning rate is on another scale "
         "(tracking on the tiny model: 5e-3).",
     )
     lr_scheduler_type: str = Field("constant", description="HF scheduler name.")

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from split_rows import add_row_arguments, split_rows
-from track_axes import _moves, _parse
+from track_axes import moves, parse_boxes
 
 import videorft.rewards as rewards
 from videorft.model.generate import generate_answers, greedy_config
@@ -108,11 +108,11 @@ def main() -> None:
     answers = generate_answers(model, processor, val_rows, store, max_new_tokens=224)
     right = {"x": 0, "y": 0, "both": 0}
     for answer, row in zip(answers, val_rows, strict=True):
-        boxes = _parse(answer)
+        boxes = parse_boxes(answer)
         if boxes is None:
             continue
-        x = _moves(boxes, 0) * _moves(row["solution"], 0) > 0
-        y = _moves(boxes, 1) * _moves(row["solution"], 1) > 0
+        x = moves(boxes, 0) * moves(row["solution"], 0) > 0
+        y = moves(boxes, 1) * moves(row["solution"], 1) > 0
         right["x"], right["y"], right["both"] = right["x"] + x, right["y"] + y, \
             right["both"] + (x and y)
     print(json.dumps({"steps": args.steps, "set": args.set, "deadband": args.deadband,

@@ -23,12 +23,14 @@ from pathlib import Path
 _BOXES = re.compile(r"\[\s*\[.*\]\s*\]", re.DOTALL)
 
 
-def _moves(boxes: list[list[float]], axis: int) -> float:
+def moves(boxes: list[list[float]], axis: int) -> float:
+    """How far the box centre moves along ``axis`` (0: x, 1: y), first box to last."""
     first, last = boxes[0], boxes[-1]
     return (last[axis] + last[axis + 2]) / 2 - (first[axis] + first[axis + 2]) / 2
 
 
-def _parse(completion: str) -> list[list[float]] | None:
+def parse_boxes(completion: str) -> list[list[float]] | None:
+    """The answer's eight ``[x0, y0, x1, y1]`` boxes, or None when it has no such list."""
     match = _BOXES.search(completion)
     try:
         boxes = json.loads(match.group(0)) if match else None
@@ -50,12 +52,12 @@ def main() -> None:
             raise SystemExit(f"{path}: no tracking predictions")
         right_x = right_y = right_both = invalid = 0
         for row in rows:
-            boxes = _parse(row["completion"])
+            boxes = parse_boxes(row["completion"])
             if boxes is None:
                 invalid += 1
                 continue
-            x = _moves(boxes, 0) * _moves(row["solution"], 0) > 0
-            y = _moves(boxes, 1) * _moves(row["solution"], 1) > 0
+            x = moves(boxes, 0) * moves(row["solution"], 0) > 0
+            y = moves(boxes, 1) * moves(row["solution"], 1) > 0
             right_x, right_y, right_both = right_x + x, right_y + y, right_both + (x and y)
         n = len(rows)
         print(f"{path}: {n} items, x {right_x / n:.2f}, y {right_y / n:.2f}, "

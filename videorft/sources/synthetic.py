@@ -158,7 +158,7 @@ class SyntheticOptions(BaseModel):
         "bar's counterpart for space. Qwen2.5-VL's vision tower has no absolute position "
         "embedding and a tiny model's rotary height/width frequencies barely turn across a "
         "4x3 patch grid, so a patch's colour is what tells it where it is "
-        "(docs/research/rft-miniature.md, r156-r165); 0: off. Real videos have no such tint.",
+        "(docs/research/rft-miniature.md, r156-r163); 0: off. Real videos have no such tint.",
     )
     shape_scale: float = Field(
         1.0, ge=0.5, le=3.0, description="Multiplies every shape's side length (larger: easier "

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import torch
+from rollouts import sampling_config
 from split_rows import add_row_arguments, split_rows
 
-from videorft.model.generate import greedy_config
 from videorft.model.inputs import video_inputs
 from videorft.model.loading import load_model_and_processor
 from videorft.video.store import FrameStore
@@ -43,8 +43,7 @@ def main() -> None:
     batch = [row for row in rows for _ in range(args.generations)]
     inputs = video_inputs(processor, batch, FrameStore(args.project / "data/frames"))
     for cache in ("dynamic", "static"):
-        config = greedy_config(model, processor.tokenizer, args.new_tokens)
-        config.do_sample, config.temperature, config.top_p = True, 1.0, 1.0
+        config = sampling_config(model, processor.tokenizer, args.new_tokens, 1.0)
         config.min_new_tokens, config.cache_implementation = args.new_tokens, cache
         with torch.inference_mode():
             model.generate(**inputs, generation_config=config)

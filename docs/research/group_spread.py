@@ -24,19 +24,12 @@ import statistics
 from pathlib import Path
 
 import torch
+from rollouts import content_reward, sample_group, sampling_config
 from split_rows import add_row_arguments, split_rows
 
-from videorft.model.generate import generate_answers, greedy_config
-from videorft.model.inputs import video_inputs
+from videorft.model.generate import generate_answers
 from videorft.model.loading import load_model_and_processor
-from videorft.rewards import score
 from videorft.video.store import FrameStore
-
-
-def content_reward(completion: str, row: dict) -> float:
-    """The row's task reward as the trainer scores it (no thinking), less its format part."""
-    components = score(completion, row["task"], row["solution"], thinking=False)
-    return sum(value for name, value in components.items() if name != "format")
 
 
 def main() -> None:
@@ -58,17 +51,14 @@ def main() -> None:
             generate_answers(model, processor, rows, store,
                              max_new_tokens=args.max_new_tokens, batch_size=len(rows)),
             rows, strict=True)]
-        config = greedy_config(model, processor.tokenizer, args.max_new_tokens)
-        config.do_sample, config.temperature, config.top_p = True, args.temperature, 1.0
+        config = sampling_config(model, processor.tokenizer, args.max_new_tokens,
+                                 args.temperature)
         torch.manual_seed(args.seed)
         groups = []
         model.eval()
         with torch.inference_mode():
             for row in rows:
-                inputs = video_inputs(processor, [row] * args.generations, store).to(model.device)
-                output = model.generate(**inputs, generation_config=config)
-                texts = processor.tokenizer.batch_decode(
-                    output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+                texts = sample_group(model, processor, store, row, args.generations, config)
                 groups.append(sorted(content_reward(text, row) for text in texts))
         if args.show:
             for group, greedy_value in zip(groups, greedy, strict=True):

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rollouts import content_reward, sample_group, sampling_config
 from split_rows import add_row_arguments, split_rows
 from track_axes import moves, parse_boxes
 
 import videorft.rewards as rewards
-from videorft.model.generate import generate_answers, greedy_config
-from videorft.model.inputs import video_inputs
+from videorft.model.generate import generate_answers
 from videorft.model.loading import load_model_and_processor
 from videorft.params import load_params
 from videorft.trainer import video_grpo
@@ -91,20 +91,15 @@ def main() -> None:
                    checkpoints_dir=Path(tmp) / "ck", out_dir=Path(tmp) / "out",
                    metrics_dir=Path(tmp) / "metrics")
         model, processor = load_model_and_processor(Path(tmp) / "out", dtype="float32")
-    config = greedy_config(model, processor.tokenizer, 224)
-    config.do_sample, config.temperature, config.top_p = True, 0.7, 1.0
+    config = sampling_config(model, processor.tokenizer, 224, 0.7)
     torch.manual_seed(0)
     broken, content = 0, []
     model.eval()
     with torch.inference_mode():
         for row in train_rows:
-            inputs = video_inputs(processor, [row] * 8, store)
-            output = model.generate(**inputs, generation_config=config)
-            for text in processor.tokenizer.batch_decode(
-                    output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True):
-                parts = rewards.score(text, row["task"], row["solution"], thinking=False)
-                broken += parts.pop("format") < 1
-                content.append(sum(parts.values()))
+            for text in sample_group(model, processor, store, row, 8, config):
+                broken += rewards.format_reward(text, row["task"], thinking=False) < 1
+                content.append(content_reward(text, row))
     answers = generate_answers(model, processor, val_rows, store, max_new_tokens=224)
     right = {"x": 0, "y": 0, "both": 0}
     for answer, row in zip(answers, val_rows, strict=True):

@@ -23,18 +23,14 @@ import statistics
 from pathlib import Path
 
 import torch
+from rollouts import completion_logps, content_reward, sampling_config
 from split_rows import add_row_arguments, split_rows
 
-from videorft.model.generate import generate_answers, greedy_config
+from videorft.model.generate import generate_answers
 from videorft.model.inputs import video_inputs
 from videorft.model.loading import load_model_and_processor
 from videorft.rewards import score
 from videorft.video.store import FrameStore
-
-
-def reward(completion: str, row: dict, *, content_only: bool = False) -> float:
-    components = score(completion, row["task"], row["solution"], thinking=False)
-    return sum(v for name, v in components.items() if not (content_only and name == "format"))
 
 
 def main() -> None:
@@ -55,8 +51,7 @@ def main() -> None:
     store = FrameStore(args.project / "data/frames")
     model, processor = load_model_and_processor(args.model, dtype="float32")
     tokenizer = processor.tokenizer
-    config = greedy_config(model, tokenizer, 224)
-    config.do_sample, config.temperature, config.top_p = True, args.temperature, 1.0
+    config = sampling_config(model, tokenizer, 224, args.temperature)
     optimiser = (torch.optim.SGD(model.parameters(), lr=args.lr) if args.optim == "sgd"
                  else torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0))
     rng = random.Random(args.seed)
@@ -65,8 +60,7 @@ def main() -> None:
     def val_reward() -> float:
         answers = generate_answers(model, processor, val, store, max_new_tokens=224,
                                    batch_size=32)
-        return statistics.mean(reward(a, r, content_only=True)
-                               for a, r in zip(answers, val, strict=True))
+        return statistics.mean(content_reward(a, r) for a, r in zip(answers, val, strict=True))
 
     print(f"step 0 val greedy {val_reward():.4f}", flush=True)
     g = args.generations
@@ -79,7 +73,8 @@ def main() -> None:
         prompt_len = inputs["input_ids"].shape[1]
         completions = output[:, prompt_len:]
         texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
-        rewards = torch.tensor([reward(t, r) for t, r in zip(texts, batch, strict=True)])
+        rewards = torch.tensor([sum(score(t, r["task"], r["solution"], thinking=False).values())
+                                for t, r in zip(texts, batch, strict=True)])
         grouped = rewards.view(-1, g)
         advantages = (grouped - grouped.mean(1, keepdim=True)).flatten()
         if advantages.abs().max() < 1e-9:
@@ -89,16 +84,7 @@ def main() -> None:
                            torch.full((len(completions),), completions.size(1) - 1))
         mask = (torch.arange(completions.size(1))[None] <= last[:, None]).float()
         model.train()
-        logits = model(
-            input_ids=output, attention_mask=torch.cat([inputs["attention_mask"],
-                                                        mask.long()], 1),
-            mm_token_type_ids=torch.cat([inputs["mm_token_type_ids"],
-                                         torch.zeros_like(completions)], 1),
-            pixel_values_videos=inputs["pixel_values_videos"],
-            video_grid_thw=inputs["video_grid_thw"],
-            second_per_grid_ts=inputs["second_per_grid_ts"],
-        ).logits[:, prompt_len - 1:-1].float() / args.temperature
-        logps = torch.log_softmax(logits, -1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
+        logps = completion_logps(model, inputs, completions, mask, args.temperature)
         loss = -((logps * mask).sum(1) / mask.sum(1) * advantages).mean()
         optimiser.zero_grad()
         loss.backward()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rollouts import completion_logps
 
 from videorft.model.inputs import video_inputs
 from videorft.model.loading import load_model_and_processor
@@ -63,18 +64,10 @@ def main() -> None:
         completion = output["completion_ids"][i][mask].unsqueeze(0)
         text = row["prompt"][0]["content"][1]["text"]  # the trainer's rows are chat messages
         inputs = video_inputs(processor, [{**row, "prompt": text}], store)
-        ids = torch.cat([inputs["input_ids"], completion], 1)
         with torch.no_grad():
-            logits = model(
-                input_ids=ids, attention_mask=torch.ones_like(ids),
-                mm_token_type_ids=torch.cat([inputs["mm_token_type_ids"],
-                                             torch.zeros_like(completion)], 1),
-                pixel_values_videos=inputs["pixel_values_videos"],
-                video_grid_thw=inputs["video_grid_thw"],
-                second_per_grid_ts=inputs["second_per_grid_ts"],
-            ).logits[0, -completion.size(1) - 1:-1].float() / params.train.temperature
-        logps = torch.log_softmax(logits, -1).gather(-1, completion[0].unsqueeze(-1))
-        gap = (output["old_per_token_logps"][i][mask] - logps.squeeze(-1)).abs().max().item()
+            logps = completion_logps(model, inputs, completion, torch.ones_like(completion),
+                                     params.train.temperature)[0]
+        gap = (output["old_per_token_logps"][i][mask] - logps).abs().max().item()
         print(f"{row['id']}: {completion.size(1)} tokens, largest gap {gap:.2e}")
 
 

@@ -146,7 +146,8 @@ def reference(tiny_project, tmp_path_factory) -> Path:
 def test_default_grpo_uses_the_warm_starts_adamw(tmp_path: Path) -> None:
     """The shipped recipe's GRPO optimiser is HF's default AdamW (the fused one), as the warm
     start's is: its results (README) were measured with it. `adamw_torch` is the same maths
-    with other round-off, and pinned by mistake it changed them (r181; TG +14.8 for +21.1)."""
+    with other round-off, and pinned by mistake it changed them (research log, g3: TG +14.8
+    for the README's +21.1)."""
     import torch
 
     from tests.conftest import copy_params

@@ -404,7 +404,7 @@ class TrainParams(_Section):
         description="Optimizer, by its HF TrainingArguments name (paper: AdamW). "
         "`adamw_torch_fused` is HF's default and the warm start's, and the default recipe's "
         "results were measured with it; `adamw_torch` is the same maths with other round-off, "
-        "which changes a tiny model's results (r181 and README). AdamW moves "
+        "which changes a tiny model's results (docs/research/rft-miniature.md, g3-g5). AdamW moves "
         "every weight about one learning rate per step however small its gradient, so where "
         "a few tokens of long answers carry the reward (tracking on the tiny model) its steps "
         "are mostly noise; `sgd` (no momentum) moves weights in proportion to their gradient "

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from rollouts import content_reward, sample_group, sampling_config
 from split_rows import add_row_arguments, split_rows
-from track_axes import moves, parse_boxes
+from track_axes import right_directions
 
 import videorft.rewards as rewards
 from videorft.model.generate import generate_answers
@@ -101,19 +101,11 @@ def main() -> None:
                 broken += rewards.format_reward(text, row["task"], thinking=False) < 1
                 content.append(content_reward(text, row))
     answers = generate_answers(model, processor, val_rows, store, max_new_tokens=224)
-    right = {"x": 0, "y": 0, "both": 0}
-    for answer, row in zip(answers, val_rows, strict=True):
-        boxes = parse_boxes(answer)
-        if boxes is None:
-            continue
-        x = moves(boxes, 0) * moves(row["solution"], 0) > 0
-        y = moves(boxes, 1) * moves(row["solution"], 1) > 0
-        right["x"], right["y"], right["both"] = right["x"] + x, right["y"] + y, \
-            right["both"] + (x and y)
+    right = right_directions(answers, [row["solution"] for row in val_rows])
     print(json.dumps({"steps": args.steps, "set": args.set, "deadband": args.deadband,
                       "sampled_broken": f"{broken}/{len(content)}",
                       "sampled_content": round(statistics.mean(content), 4),
-                      **{k: round(v / len(val_rows), 2) for k, v in right.items()}}))
+                      **{k: round(right[k] / len(val_rows), 2) for k in ("x", "y", "both")}}))
 
 
 if __name__ == "__main__":

@@ -10,35 +10,47 @@ corner, i.e. the right horizontal and the right vertical direction; the IoU mixe
 with the boxes' precision. For each file (in the ``videorft score`` format) this prints the
 share of tracking items whose predicted box centre moves, first box to last, the way the true
 one does along x, along y and along both, and how many answers do not parse as eight boxes
-(counted wrong).
+(the tracking reward's parser; counted wrong).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+from collections.abc import Sequence
 from pathlib import Path
 
-_BOXES = re.compile(r"\[\s*\[.*\]\s*\]", re.DOTALL)
+from videorft.video_tasks.common import last_block
+from videorft.video_tasks.tracking import parse_boxes
 
 
-def moves(boxes: list[list[float]], axis: int) -> float:
+def moves(boxes: Sequence[Sequence[float]], axis: int) -> float:
     """How far the box centre moves along ``axis`` (0: x, 1: y), first box to last."""
     first, last = boxes[0], boxes[-1]
     return (last[axis] + last[axis + 2]) / 2 - (first[axis] + first[axis + 2]) / 2
 
 
-def parse_boxes(completion: str) -> list[list[float]] | None:
-    """The answer's eight ``[x0, y0, x1, y1]`` boxes, or None when it has no such list."""
-    match = _BOXES.search(completion)
-    try:
-        boxes = json.loads(match.group(0)) if match else None
-    except json.JSONDecodeError:
-        return None
-    ok = isinstance(boxes, list) and len(boxes) == 8 and all(
-        isinstance(b, list) and len(b) == 4 for b in boxes)
-    return boxes if ok else None
+def answer_boxes(completion: str) -> list[tuple[float, float, float, float]] | None:
+    """The eight boxes of the completion's last ``<answer>`` block, parsed as the tracking
+    reward parses them; None when they do not parse (the reward's format part is 0)."""
+    return parse_boxes(last_block(completion, "<answer>", "</answer>"))
+
+
+def right_directions(completions: Sequence[str],
+                     solutions: Sequence[Sequence[Sequence[float]]]) -> dict[str, int]:
+    """How many answers move the right way along x, along y and along both, and how many do
+    not parse (``invalid``, counted wrong on every axis)."""
+    counts = {"x": 0, "y": 0, "both": 0, "invalid": 0}
+    for completion, solution in zip(completions, solutions, strict=True):
+        boxes = answer_boxes(completion)
+        if boxes is None:
+            counts["invalid"] += 1
+            continue
+        x = moves(boxes, 0) * moves(solution, 0) > 0
+        y = moves(boxes, 1) * moves(solution, 1) > 0
+        counts["x"], counts["y"], counts["both"] = (counts["x"] + x, counts["y"] + y,
+                                                    counts["both"] + (x and y))
+    return counts
 
 
 def main() -> None:
@@ -50,18 +62,11 @@ def main() -> None:
         rows = [row for row in rows if row.get("task") == "tracking"]
         if not rows:
             raise SystemExit(f"{path}: no tracking predictions")
-        right_x = right_y = right_both = invalid = 0
-        for row in rows:
-            boxes = parse_boxes(row["completion"])
-            if boxes is None:
-                invalid += 1
-                continue
-            x = moves(boxes, 0) * moves(row["solution"], 0) > 0
-            y = moves(boxes, 1) * moves(row["solution"], 1) > 0
-            right_x, right_y, right_both = right_x + x, right_y + y, right_both + (x and y)
+        right = right_directions([row["completion"] for row in rows],
+                                 [row["solution"] for row in rows])
         n = len(rows)
-        print(f"{path}: {n} items, x {right_x / n:.2f}, y {right_y / n:.2f}, "
-              f"both {right_both / n:.2f}, invalid {invalid}")
+        print(f"{path}: {n} items, x {right['x'] / n:.2f}, y {right['y'] / n:.2f}, "
+              f"both {right['both'] / n:.2f}, invalid {right['invalid']}")
 
 
 if __name__ == "__main__":

@@ -193,11 +193,13 @@ def test_model_tiny_sizes_build_that_model_and_bad_ones_fail_at_params_time(
     from videorft.params import ModelParams
 
     params = ModelParams(tiny={"hidden_size": 96, "num_hidden_layers": 3,
-                               "mrope_section": [2, 5, 5]})  # head_dim 24: half is 12
+                               "mrope_section": [2, 5, 5],  # head_dim 24: half is 12
+                               "rope_theta": 10.0})
     info = prepare_base_model(params, tmp_path / "base")
     config = json.loads((tmp_path / "base" / "config.json").read_text())
     text = config.get("text_config", config)
     assert (text["hidden_size"], text["num_hidden_layers"]) == (96, 3)
+    assert text["rope_parameters"]["rope_theta"] == 10.0
     assert info["spec"]["hidden_size"] == 96 and info["spec"]["mrope_section"] == [2, 5, 5]
     copy_params(tmp_path)
     before = (tmp_path / "params.yaml").read_bytes()

@@ -297,6 +297,12 @@ class TinyModelParams(_Section):
         default_factory=lambda: list(TinyModelSpec.mrope_section),
         description="Multimodal RoPE split (time, height, width) of head_dim / 2.",
     )
+    rope_theta: float = Field(
+        TinyModelSpec.rope_theta, gt=1,
+        description="Base of the language model's rotary frequencies. At head_dim 16 the "
+        "default (Qwen2.5-VL's 1e6) leaves the height and width sections turning under 0.04 "
+        "radians per merged patch, so a frame's rows and columns barely differ in position.",
+    )
     vision_depth: int = Field(TinyModelSpec.vision_depth, gt=0,
                               description="Vision-tower blocks.")
     vision_hidden_size: int = Field(TinyModelSpec.vision_hidden_size, gt=0,

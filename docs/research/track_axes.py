@@ -14,8 +14,9 @@ one does along x, along y and along both, and how many answers do not parse as e
 (+x) and down (+y) against the truth's counts: where they differ, the model leans one way,
 and a change in the right share that only moves that lean is a prior, not seeing.
 
-``--annotations data/raw/<source>/annotations.jsonl`` also splits the x and y shares by the
-number of distractor shapes in the video (the synthetic generator's ``meta.distractors``).
+``--annotations data/raw/<source>/annotations.jsonl`` also counts the answers right on x, on y
+and on both per number of distractor shapes in the video (the synthetic generator's
+``meta.distractors``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def main() -> None:
     parser.add_argument("--annotations", type=Path,
                         help="a synthetic source's annotations.jsonl: split by distractors")
     args = parser.parse_args()
+    if args.annotations and not args.annotations.is_file():
+        raise SystemExit(f"{args.annotations}: no such file")
     distractors = distractor_counts(args.annotations) if args.annotations else None
     for path in args.predictions:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
@@ -103,6 +106,10 @@ def main() -> None:
               f"down {lean['y'][0]} (truth {lean['y'][1]}), of those that parse")
         if distractors is None:
             continue
+        unknown = [row["id"] for row in rows if row["id"] not in distractors]
+        if unknown:
+            raise SystemExit(f"{args.annotations}: no annotation for {len(unknown)} of {path}'s "
+                             f"items (first: {unknown[0]}); give that source's annotations.jsonl")
         for count in sorted({distractors[row["id"]] for row in rows}):
             group = [row for row in rows if distractors[row["id"]] == count]
             split = right_directions([row["completion"] for row in group],

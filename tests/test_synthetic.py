@@ -442,6 +442,40 @@ def test_centre_paths_leave_no_track_to_guess_blind(tmp_path: Path) -> None:
     _check_tracks_in_pixels(tmp_path, records[:4])
 
 
+def test_mirror_tracks_come_in_fours_of_one_scene(tmp_path: Path) -> None:
+    """mirror_tracks: samples 4k..4k+3 share the scene and the target, their targets end in
+    the four corners, each pair (4k, 4k+1), (4k+2, 4k+3) left-right mirrors, and the pixels
+    agree; without mirror_tracks neighbours are independent scenes. A four never crosses
+    splits."""
+    options = dict(samples_per_task={"temporal_grounding": 0, "grounded_qa": 0, "tracking": 8,
+                                     "mcq": 0}, fps=4, min_duration_s=4.0, max_duration_s=4.0,
+                   time_bar=True, tracking_paths="centre", shape_scale=2.0)
+    config = _config(mirror_tracks=True, **options)
+    synthetic.generate(config, tmp_path / "mirrored")
+    records = list(synthetic.parse(config, tmp_path / "mirrored", tmp_path))
+    assert len(records) == 8
+    for k in (0, 4):
+        quad = records[k : k + 4]
+        assert len({r["inputs"]["object"] for r in quad}) == 1
+        assert len({tuple(r["meta"]["distractors"]) for r in quad}) == 1
+        assert len({tuple(r["solution"][0]) for r in quad}) == 1  # one start: the centre
+        start, ends = quad[0]["solution"][0], [r["solution"][-1] for r in quad]
+        sides = [(e[0] < start[0], e[1] < start[1]) for e in ends]  # (left, up) of the start
+        assert len(set(sides)) == 4  # the four corners
+        for a, b in ((0, 1), (2, 3)):
+            assert sides[a][0] != sides[b][0]  # left-right mirrors
+            assert ends[a][1] == pytest.approx(ends[b][1])  # at one height
+    _check_tracks_in_pixels(tmp_path, records[:4])
+    plain = _config(**options)
+    synthetic.generate(plain, tmp_path / "plain")
+    objects = [r["inputs"]["object"] for r in synthetic.parse(plain, tmp_path / "plain", tmp_path)]
+    assert len(set(objects[:4])) > 1
+    with pytest.raises(ConfigError, match="mirror_tracks needs tracking_paths: centre"):
+        synthetic.load_options(_config(mirror_tracks=True, tracking_paths="corners"))
+    with pytest.raises(ConfigError, match="multiples of 4"):
+        synthetic.load_options(_config(mirror_tracks=True, held_out={"val": 2}, **options))
+
+
 def test_quadrant_tint_tells_where_a_patch_is(tmp_path: Path) -> None:
     """quadrant_tint: in the decoded video, the background is redder on the left, bluer on the
     right and greener on top than in the same scene untinted, the clock's strip is untouched,

@@ -171,7 +171,7 @@ def test_grpo_config_maps_every_train_knob(tmp_path: Path) -> None:
         "train.num_train_epochs=3", "train.per_device_train_batch_size=12",
         "train.gradient_accumulation_steps=5", "train.weight_decay=0.01",
         "train.max_grad_norm=0.5", "train.lr_scheduler_type=cosine", "train.logging_steps=3",
-        "train.optim=sgd",
+        "train.optim=sgd", "train.shuffle_dataset=false",
     )
     cfg = grpo_config(params, tmp_path / "ck")
     t = params.train
@@ -180,7 +180,7 @@ def test_grpo_config_maps_every_train_knob(tmp_path: Path) -> None:
                  "temperature", "top_p", "max_completion_length", "num_iterations",
                  "num_train_epochs", "max_steps", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "save_steps", "save_total_limit",
-                 "logging_steps", "seed", "gradient_checkpointing")
+                 "logging_steps", "seed", "gradient_checkpointing", "shuffle_dataset")
     for name in same_name:
         value = getattr(cfg, name)
         value = getattr(value, "value", value)  # enums (lr_scheduler_type)

@@ -485,6 +485,10 @@ class TrainParams(_Section):
         2, ge=1, description="Checkpoints kept (oldest deleted); null: all."
     )
     logging_steps: int = Field(1, gt=0, description="Log metrics every this many steps.")
+    shuffle_dataset: bool = Field(
+        True, description="Shuffle the train prompts (TRL's `shuffle_dataset`); false: take "
+        "them in the dataset's order (by id), e.g. so mirrored samples share a step.",
+    )
     seed: int = Field(42, description="Seed of sampling, data order and initialisation.")
     num_processes: int = Field(
         1, ge=1, description="Training processes (GPUs); >1 launches via `accelerate launch`."

@@ -21,7 +21,8 @@ Options make the scenes easier for small models without changing the task format
 ``time_bar`` draws a clock along the bottom of every frame (shapes stay above it),
 ``shape_scale`` enlarges the shapes, ``max_distractors`` caps the distractor shapes,
 ``tracking_paths`` moves a tracked object between two corners (``corners``, 12 tracks) or
-from the centre to a corner (``centre``, 4 tracks, none favoured without the video),
+from the centre to a corner (``centre``, 4 tracks, none favoured without the video; with
+``mirror_tracks`` each four consecutive samples are one scene sent to the four corners),
 ``quadrant_tint`` gives each quarter of the stage its own hue (the clock's counterpart for
 space), and
 ``span_grid_s``/``min_span_s``/``max_span_s``/``span_margin_s`` shape the appearances (e.g. 1 s
@@ -151,6 +152,14 @@ class SyntheticOptions(BaseModel):
         "events in time with it, but not from the rotary time positions alone in a CPU budget "
         "(docs/research/rft-miniature.md). Real videos have no such bar.",
     )
+    mirror_tracks: bool = Field(
+        False, description="With `tracking_paths: centre`, tracking samples come in fours: "
+        "indices 4k..4k+3 share one scene and their targets go to the drawn corner, its "
+        "left-right mirror, its up-down mirror and both, in that order (`held_out` counts "
+        "must be multiples of 4, so a scene stays in one split). Taken in order "
+        "(`train.shuffle_dataset: false`), a GRPO batch then rewards no lean toward a side, "
+        "only seeing where the target goes (docs/research/rft-miniature.md, r217-r226).",
+    )
     quadrant_tint: float = Field(
         0.0, ge=0.0, le=80.0,
         description="Add this much (0-255 scale) red to the stage's left half, blue to its "
@@ -254,6 +263,12 @@ class SyntheticOptions(BaseModel):
                              f"in min_duration_s ({self.min_duration_s})")
         if not any(self.count(task) for task in self.tasks):
             raise ValueError("no samples to generate: every selected task has a count of 0")
+        if self.mirror_tracks and self.tracking_paths != "centre":
+            raise ValueError("mirror_tracks needs tracking_paths: centre (the four corners of "
+                             f"one start), got {self.tracking_paths!r}")
+        if self.mirror_tracks and any(n % 4 for n in self.held_out.values()):
+            raise ValueError("mirror_tracks: held_out counts must be multiples of 4, or a "
+                             f"scene's four videos would cross splits, got {self.held_out}")
         if any(n < 0 for n in self.held_out.values()):
             raise ValueError(f"held_out counts must be >= 0, got {self.held_out}")
         held = sum(self.held_out.values())
@@ -498,6 +513,7 @@ class _Scene:
         self.stage_h = self.h - (_bar_height(self.h) if options.time_bar else 0)
         self.shape_scale, self.max_distractors = options.shape_scale, options.max_distractors
         self.options = options
+        self.mirror = 0  # XOR on a centre track's corner (SyntheticOptions.mirror_tracks)
         lo = int(np.ceil(options.min_duration_s * self.fps))
         hi = max(lo, int(np.floor(options.max_duration_s * self.fps)))
         self.n = int(rng.integers(lo, hi + 1))
@@ -684,7 +700,7 @@ def _centre_path(sc: _Scene, size: int) -> tuple[np.ndarray, np.ndarray, str]:
     at constant speed. The four tracks are mirror images of each other, so a blind guess of
     any one of them expects the same score: there is no prior for GRPO to learn instead."""
     hi = _free_area(sc, size)
-    end = int(sc.rng.integers(4))
+    end = int(sc.rng.integers(4)) ^ sc.mirror  # corners 0-3: bit 0 is x, bit 1 is y
     return *_line(sc, hi, _even(hi / 2), _CORNERS[end] * hi), f"centre to {end}"
 
 
@@ -866,8 +882,11 @@ def _samples(options: SyntheticOptions) -> Iterator[_Sample]:
             letters = np.random.default_rng([options.seed, t, 2] + ([b] if split else []))
             positions = letters.permutation([k % N_OPTIONS for k in range(size)])
             for position in positions:
-                rng = np.random.default_rng([options.seed, t, 1, index])
-                sample = _BUILDERS[task](_Scene(rng, options), index, int(position))
+                mirrored = options.mirror_tracks and task == "tracking"
+                rng = np.random.default_rng([options.seed, t, 1, index // 4 if mirrored else index])
+                scene = _Scene(rng, options)
+                scene.mirror = index % 4 if mirrored else 0
+                sample = _BUILDERS[task](scene, index, int(position))
                 sample.split = split
                 sample.meta.update(seed=options.seed, index=index, n_frames=sample.n_frames,
                                    fps=options.fps)

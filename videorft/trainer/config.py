@@ -64,6 +64,7 @@ def grpo_config(params: Params, output_dir: Path) -> Any:
         fp16=t.mixed_precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
         seed=t.seed,
+        shuffle_dataset=t.shuffle_dataset,
         # checkpoints and logs
         save_strategy="steps",
         save_steps=t.save_steps,

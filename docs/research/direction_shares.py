@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rollouts import sample_group, sampling_config
+from rollouts import add_sampling_arguments, sample_group, sampling_config
 from split_rows import add_row_arguments, split_rows
 from track_axes import answer_boxes, moves
 
@@ -79,10 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path, help="model folders")
     add_row_arguments(parser, rows=128)
-    parser.add_argument("--generations", type=int, default=16, help="samples per video")
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-new-tokens", type=int, default=224)
+    add_sampling_arguments(parser, generations=16, what="samples per video")
     args = parser.parse_args()
 
     rows = split_rows(args)

@@ -24,7 +24,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from rollouts import content_reward, sample_group, sampling_config
+from rollouts import add_sampling_arguments, content_reward, sample_group, sampling_config
 from split_rows import add_row_arguments, split_rows
 
 from videorft.model.generate import generate_answers
@@ -36,10 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path, help="model folders")
     add_row_arguments(parser, rows=24)
-    parser.add_argument("--generations", type=int, default=8, help="G, samples per row")
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-new-tokens", type=int, default=224)
+    add_sampling_arguments(parser, generations=8, what="G, samples per row")
     parser.add_argument("--show", action="store_true", help="print each group's rewards")
     args = parser.parse_args()
 

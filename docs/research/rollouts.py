@@ -2,12 +2,13 @@
 
 Importable as ``rollouts`` from a script in this folder (its folder is on ``sys.path``), like
 ``split_rows``: the sampling config GRPO's rollouts use, one row's group of samples, the
-content reward, and the token log-probs of completions from one plain forward built like the
-evaluation's inputs.
+content reward, the token log-probs of completions from one plain forward built like the
+evaluation's inputs, and the sampling scripts' command-line options.
 """
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import torch
@@ -16,6 +17,16 @@ from videorft.model.generate import greedy_config
 from videorft.model.inputs import video_inputs
 from videorft.rewards import score
 from videorft.video.store import FrameStore
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, *, generations: int,
+                           what: str) -> None:
+    """``--generations`` (``what`` is its help), ``--temperature`` (GRPO's 0.7), ``--seed`` and
+    ``--max-new-tokens`` (a tracking answer's 224), as the sampling scripts name them."""
+    parser.add_argument("--generations", type=int, default=generations, help=what)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=224)
 
 
 def sampling_config(model: Any, tokenizer: Any, max_new_tokens: int, temperature: float) -> Any:

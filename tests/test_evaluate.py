@@ -328,6 +328,32 @@ def test_markdown_table_with_blind_values_and_intervals() -> None:
     }) == table
 
 
+def test_blind_answers_out_of_format_get_a_warning_and_no_table_row() -> None:
+    """A blind pass whose answers are in format much less often than with the video reads as
+    reliance on the video: the table says so under it, and the format share is no table row."""
+    seen = {"charades": {"temporal_grounding": {"miou": 0.5, "format": 1.0, "count": 4},
+                         "mcq": {"accuracy": 0.5, "format": 1.0, "count": 4}}}
+    unseen = {"charades": {"temporal_grounding": {"miou": 0.0, "format": 0.25, "count": 4},
+                           "mcq": {"accuracy": 0.25, "format": 0.8, "count": 4}}}
+    warnings = report.format_warnings({"trained": seen}, {"trained": unseen})
+    assert warnings == [  # mcq: 0.2 below, under the 0.25 gap; temporal grounding 0.75 below
+        "trained blind, charades temporal grounding: 25.0% of the answers are in the task's "
+        "format against 100.0% with the video, so value − blind there also counts answers that "
+        "broke without it."
+    ]
+    table = report.markdown_table({"trained": seen}, ["trained"], "base",
+                                  blind={"trained": unseen})
+    assert "| format |" not in table
+    assert table.strip().splitlines()[-1] == "**Blind answers out of format.** " + warnings[0]
+    in_format = {"trained": {"charades": {"temporal_grounding": {
+        **unseen["charades"]["temporal_grounding"], "format": 0.9}}}}
+    assert report.format_warnings({"trained": seen}, in_format) == []
+    assert "out of format" not in report.markdown_table(
+        {"trained": seen}, ["trained"], "base", blind=in_format)
+    # Metrics without format shares (older metrics.json) give no warning.
+    assert report.format_warnings(METRICS_BY_MODEL, BLIND_BY_MODEL) == []
+
+
 def test_bars_and_plots(tmp_path) -> None:
     rows = report.bars_table(METRICS_BY_MODEL, ["base", "trained"])
     assert {"metric": "charades/temporal_grounding/miou", "model": "trained",
@@ -378,11 +404,12 @@ def project(tiny_project, tmp_path) -> Path:
 
 
 def _leaves(tree: dict[str, Any], depth: int) -> dict[tuple[str, ...], Any]:
-    """``{(k1, ..., k_depth): value}`` of a nested dict, ``count`` entries left out."""
+    """``{(k1, ..., k_depth): value}`` of a nested dict, the table metrics' leaves: ``count``
+    and ``format`` entries left out."""
     if depth == 0:
         return {(): tree}
     return {(key, *rest): value
-            for key, sub in tree.items() if key != "count"
+            for key, sub in tree.items() if key not in ("count", "format")
             for rest, value in _leaves(sub, depth - 1).items()}
 
 

@@ -155,10 +155,19 @@ def predictions(tmp_path: Path) -> Path:
     return path
 
 
-def assert_metrics(metrics: dict[str, dict[str, float]]) -> None:
+# Each task's share of answers in format, by hand from the same values: with think tags, then
+# without (the content metrics above are the same either way).
+FORMAT_SHARES = {
+    True: {"temporal_grounding": 3 / 4, "tracking": 1 / 3, "grounded_qa": 2 / 3, "mcq": 1 / 3},
+    False: {"temporal_grounding": 0.0, "tracking": 1 / 3, "grounded_qa": 0.0, "mcq": 1 / 3},
+}
+
+
+def assert_metrics(metrics: dict[str, dict[str, float]], *, thinking: bool = True) -> None:
     assert list(metrics) == list(TASKS)
     for task, expected in EXPECTED.items():
-        assert list(metrics[task]) == [*METRICS[task], "count"]
+        assert list(metrics[task]) == [*METRICS[task], "format", "count"]
+        expected = {**expected, "format": FORMAT_SHARES[thinking][task]}
         assert metrics[task] == pytest.approx(expected, abs=1e-12), task
         assert metrics[task]["count"] == expected["count"]
 
@@ -192,7 +201,7 @@ def test_metrics_match_hand_values_and_ignore_the_format(predictions: Path) -> N
     with_think, items_think = score_predictions(read_predictions(predictions), thinking=True)
     no_think, items_plain = score_predictions(read_predictions(predictions), thinking=False)
     assert_metrics(with_think)
-    assert_metrics(no_think)  # table metrics judge content, not tags
+    assert_metrics(no_think, thinking=False)  # table metrics judge content, not tags
     formats = [(a["format"], b["format"]) for a, b in zip(items_think, items_plain, strict=True)]
     assert formats == [(think_fmt, plain_fmt) for _, (think_fmt, plain_fmt, _, _) in CASES]
 
@@ -214,7 +223,7 @@ def test_solutions_are_normalised_and_extra_keys_kept(predictions: Path) -> None
 
 def test_tasks_without_items_are_absent() -> None:
     only_mcq = [{"id": "a", "task": "mcq", "format": 1.0, "iou": None, "accuracy": 1.0}]
-    assert aggregate(only_mcq) == {"mcq": {"accuracy": 1.0, "count": 1}}
+    assert aggregate(only_mcq) == {"mcq": {"accuracy": 1.0, "format": 1.0, "count": 1}}
     assert aggregate([]) == {}
 
 
@@ -337,6 +346,7 @@ def test_cli_score_writes_files_and_prints(predictions: Path, tmp_path: Path) ->
     )
     assert result.exit_code == 0, result.output
     assert "temporal_grounding" in result.stdout and "miou 25.8" in result.stdout
+    assert "in format" in result.stdout
     assert_metrics(json.loads(out.read_text()))
     formats = [json.loads(line)["format"] for line in per_item.read_text().splitlines()]
     assert formats == [think_fmt for _, (think_fmt, _, _, _) in CASES]
@@ -345,7 +355,7 @@ def test_cli_score_writes_files_and_prints(predictions: Path, tmp_path: Path) ->
         app, ["score", str(predictions), "--no-think", "--json", "--per-item", str(per_item)]
     )
     assert plain.exit_code == 0, plain.output
-    assert_metrics(json.loads(plain.stdout))
+    assert_metrics(json.loads(plain.stdout), thinking=False)
     formats = [json.loads(line)["format"] for line in per_item.read_text().splitlines()]
     assert formats == [plain_fmt for _, (_, plain_fmt, _, _) in CASES]
 
@@ -406,7 +416,7 @@ def test_aggregate_values_are_fractions_and_counts_add_up(
     assert sum(values["count"] for values in metrics.values()) == len(items)
     for task, values in metrics.items():
         assert values["count"] == sum(t == task for t, _ in rows)
-        assert list(values) == [*METRICS[task], "count"]
+        assert list(values) == [*METRICS[task], "format", "count"]
         for name in METRICS[task]:
             assert isinstance(values[name], float)
             assert 0.0 <= values[name] <= 1.0

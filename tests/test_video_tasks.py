@@ -286,8 +286,8 @@ def test_videorft_score_reports_the_toy_task(counting: VideoTask, tmp_path: Path
     result = runner.invoke(app, ["score", str(predictions), "--json", "--out", str(out),
                                  "--per-item", str(per_item)])
     assert result.exit_code == 0, result.output
-    expected = {"mcq": {"accuracy": 1.0, "count": 1},
-                "counting": {"accuracy": 0.75, "count": 4}}
+    expected = {"mcq": {"accuracy": 1.0, "format": 1.0, "count": 1},
+                "counting": {"accuracy": 0.75, "format": 0.75, "count": 4}}
     assert json.loads(result.stdout) == json.loads(out.read_text()) == expected
     assert list(json.loads(out.read_text())) == ["mcq", "counting"]  # canonical tasks first
     items = [json.loads(line) for line in per_item.read_text().splitlines()]

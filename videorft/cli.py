@@ -486,9 +486,9 @@ def score_command(
         print()
         return
     table = Table(title=f"videorft score ({'think' if think else 'no-think'} format, percent)")
-    for column in ("task", "count", "metrics"):
+    for column in ("task", "count", "in format", "metrics"):
         table.add_column(column)
     for task, values in metrics.items():
         shown = "  ".join(f"{name} {100 * values[name]:.1f}" for name in METRICS[task])
-        table.add_row(task, str(values["count"]), shown)
+        table.add_row(task, str(values["count"]), f"{100 * values['format']:.1f}", shown)
     stdout.print(table)

@@ -1,8 +1,9 @@
 """Comparison of evaluated models: deltas, the paper-style table, plots (no torch).
 
-``metrics`` everywhere is ``{model: {source: {task: {metric: value, ..., "count": n}}}}``,
-values being fractions in [0, 1] as :func:`videorft.evaluation.scoring.aggregate` returns
-them; ``blind`` has the same shape (the blind control's scores, see
+``metrics`` everywhere is ``{model: {source: {task: {metric: value, ..., "format": share,
+"count": n}}}}``, values being fractions in [0, 1] as
+:func:`videorft.evaluation.scoring.aggregate` returns them (``format`` and ``count`` are no
+table rows); ``blind`` has the same shape (the blind control's scores, see
 :mod:`videorft.evaluation.blind`), and intervals are ``{"value", "low", "high"}`` as
 :mod:`videorft.evaluation.intervals` computes them. The table shows percentages with one
 decimal, like Table 1 of VideoChat-R1, so the numbers read the same as the paper's. Plots use
@@ -18,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from videorft.evaluation.blind import blind_name
-from videorft.evaluation.scoring import METRICS
+from videorft.evaluation.scoring import COUNT, FORMAT, METRICS
 from videorft.io import atomic_open
 
-COUNT = "count"
 MISSING = "–"
+
+#: A blind pass whose share of answers in format is this much below the same model's with the
+#: video gets a line under the table: its value − blind counts broken answers too.
+FORMAT_GAP = 0.25
 
 #: The one metric per task (two for grounded QA) that the plot shows, in paper order.
 HEADLINES: tuple[tuple[str, str], ...] = (
@@ -35,9 +39,9 @@ HEADLINES: tuple[tuple[str, str], ...] = (
 
 
 def _metric_names(task: str, values: dict[str, Any]) -> list[str]:
-    """The task's metrics in table order, then any others it has (count excluded)."""
+    """The task's metrics in table order, then any others it has (format and count excluded)."""
     known = [m for m in METRICS.get(task, ()) if m in values]
-    return known + [m for m in values if m not in known and m != COUNT]
+    return known + [m for m in values if m not in known and m not in (FORMAT, COUNT)]
 
 
 def _tasks(tasks: Iterable[str]) -> list[str]:
@@ -128,6 +132,26 @@ def _legend(
     return lines
 
 
+def format_warnings(metrics: dict[str, dict], blind: dict[str, dict]) -> list[str]:
+    """One sentence per model, source and task whose blind answers are in format at least
+    :data:`FORMAT_GAP` less often than with the video: there, value − blind is not only the
+    model's reliance on the video but also answers that broke without it."""
+    lines = []
+    for model, blind_sources in blind.items():
+        for source, tasks in blind_sources.items():
+            for task in _tasks(tasks):
+                seen = _cell(metrics.get(model), source, task, FORMAT)
+                unseen = _cell(blind_sources, source, task, FORMAT)
+                if seen is None or unseen is None or seen - unseen < FORMAT_GAP:
+                    continue
+                lines.append(
+                    f"{model} blind, {source} {task.replace('_', ' ')}: {_percent(unseen)}% of "
+                    f"the answers are in the task's format against {_percent(seen)}% with the "
+                    "video, so value − blind there also counts answers that broke without it."
+                )
+    return lines
+
+
 def markdown_table(
     metrics: dict[str, dict],
     models: list[str],
@@ -143,7 +167,8 @@ def markdown_table(
     Columns: each model (percent, one decimal), followed by its blind value when ``blind``
     has it, then ``Δ (trained − baseline)`` signed, when both are evaluated, with its interval
     ``[low, high]`` when ``delta_intervals`` has it, and the item count. A value a model lacks
-    shows as ``–``. With blind values or ``bootstrap`` settings, a legend follows the table.
+    shows as ``–``. With blind values or ``bootstrap`` settings, a legend follows the table,
+    and a warning where blind answers broke their format (:func:`format_warnings`).
     """
     models = [m for m in models if m in metrics]
     blind = {m: blind[m] for m in models if blind and m in blind}
@@ -191,6 +216,9 @@ def markdown_table(
                    bootstrap=bootstrap if deltas is not None and delta_intervals else None)
     if len(notes) > 1:
         lines += ["", " ".join(notes)]
+    warnings = format_warnings(metrics, blind)
+    if warnings:
+        lines += ["", "**Blind answers out of format.** " + " ".join(warnings)]
     return "\n".join(lines) + "\n"
 
 

@@ -29,6 +29,11 @@ Decisions (tested in tests/test_score.py):
 * **Metrics** are fractions in [0, 1], kept exact (no rounding; the CLI table rounds for display).
   ``r@k`` / ``sr@k`` count an item when ``iou >= k - 1e-9``: IoUs computed from decimal seconds
   carry round-off (``6.999999999999999 / 10``), and a hand-computed 0.7 must count at R@0.7.
+* **Format share**: beside the table metrics every task carries ``format``, the share of its
+  answers in the task's format (the format reward's mean: parsable, tags in place). It is not
+  a table metric; it tells a low score from a broken answer format, which matters most for
+  the blind control (a model that stops answering in format without the video reads as
+  relying on it).
 * **Tracking**: ``ao`` is the mean over items of the per-item mean box IoU (the reward's ``iou``),
   and ``sr@k`` the share of *items* whose mean box IoU is at least k. GOT-10k's own SR counts
   frames; the reward keeps only the per-item mean, and that is what the trainer optimises.
@@ -49,6 +54,8 @@ from videorft.rewards import COMPONENTS
 from videorft.rewards import score as reward_score
 
 __all__ = [
+    "COUNT",
+    "FORMAT",
     "METRICS",
     "aggregate",
     "item_values",
@@ -59,9 +66,13 @@ __all__ = [
     "score_predictions",
 ]
 
-#: The table metrics of each task, in table order (``count`` follows them in :func:`aggregate`):
-#: a live view of each registered task's ``metrics``.
+#: The table metrics of each task, in table order (``format`` and ``count`` follow them in
+#: :func:`aggregate`): a live view of each registered task's ``metrics``.
 METRICS = video_tasks.table("metrics")
+
+#: The keys :func:`aggregate` adds after a task's metrics: the share of answers in the task's
+#: format and the item count. Neither is a table metric.
+FORMAT, COUNT = "format", "count"
 
 REQUIRED_KEYS = ("id", "task", "completion", "solution")
 
@@ -188,12 +199,14 @@ def _task_metrics(task: str, rows: list[dict[str, Any]]) -> dict[str, float]:
     values: dict[str, float] = {
         metric: _mean(per_item) for metric, per_item in item_values(task, rows).items()
     }
-    values["count"] = len(rows)
+    values[FORMAT] = _mean([float(row["format"]) for row in rows])
+    values[COUNT] = len(rows)
     return values
 
 
 def aggregate(items: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """``{task: {metric: value, ..., "count": n}}`` from :func:`score_item` outputs.
+    """``{task: {metric: value, ..., "format": share, "count": n}}`` from :func:`score_item`
+    outputs.
 
     Tasks in the registry's (canonical) order, metrics in METRICS order; tasks without items
     are left out.

@@ -2,7 +2,8 @@
 
 Inputs are the evaluate stage's ``metrics.json``::
 
-    {"models": {model: {source: {task: {metric: value, "count": n}}}}, "delta": ...,
+    {"models": {model: {source: {task: {metric: value, "format": share, "count": n}}}},
+     "delta": ...,
      "intervals": {"delta": {source: {task: {metric: {"value", "low", "high"}}}}, ...},
      "bootstrap": {"confidence": 0.95, ...}, ...}
 
@@ -33,6 +34,7 @@ from typing import Any
 
 import videorft.video_tasks as video_tasks
 from videorft.errors import StageError
+from videorft.evaluation.scoring import COUNT, FORMAT
 from videorft.params import GateParams
 
 log = logging.getLogger(__name__)
@@ -88,10 +90,10 @@ def _model_metrics(metrics: dict[str, Any], model: str) -> dict[str, Any] | None
 
 
 def _values(task_metrics: Any) -> dict[str, Any]:
-    """The metrics of one source/task, without the item count."""
+    """The metrics of one source/task, without the format share and the item count."""
     if not isinstance(task_metrics, dict):
         return {}
-    return {name: value for name, value in task_metrics.items() if name != "count"}
+    return {name: value for name, value in task_metrics.items() if name not in (FORMAT, COUNT)}
 
 
 def parse_min_key(key: str) -> list[tuple[str | None, str, str]]:

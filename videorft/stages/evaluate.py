@@ -11,7 +11,7 @@ Outputs under ``paths.evaluation``:
   (:mod:`videorft.evaluation.blind`), from the same loaded model.
 - ``metrics.json``, the DVC metrics file (``dvc metrics show/diff`` flatten the nesting)::
 
-      {"models":   {model: {source: {task: {metric: value, "count": n}}}},
+      {"models":   {model: {source: {task: {metric: value, "format": share, "count": n}}}},
        "blind":    {model: ... same shape, the blind predictions' scores},
        "delta":    {source: {task: {metric: trained - baseline}}},
        "reliance": {model: {source: {task: {metric: video - blind}}}},
@@ -51,7 +51,13 @@ from videorft.evaluation.report import (
     plot_metrics,
     table_from_report,
 )
-from videorft.evaluation.scoring import aggregate, parse_prediction, score_item
+from videorft.evaluation.scoring import (
+    COUNT,
+    FORMAT,
+    aggregate,
+    parse_prediction,
+    score_item,
+)
 from videorft.io import atomic_open, atomic_write_text, read_jsonl
 from videorft.params import Params
 
@@ -162,7 +168,7 @@ def headline(per_source: dict[str, dict[str, dict[str, float]]]) -> dict[str, fl
         for source, tasks in per_source.items()
         for task, values in tasks.items()
         for metric, value in values.items()
-        if metric != "count"
+        if metric not in (FORMAT, COUNT)
     }
 
 

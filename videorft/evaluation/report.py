@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from videorft.evaluation.blind import blind_name
-from videorft.evaluation.scoring import COUNT, FORMAT, METRICS
+from videorft.evaluation.scoring import COUNT, EXTRA_KEYS, FORMAT, METRICS
 from videorft.io import atomic_open
 
 MISSING = "–"
@@ -41,7 +41,7 @@ HEADLINES: tuple[tuple[str, str], ...] = (
 def _metric_names(task: str, values: dict[str, Any]) -> list[str]:
     """The task's metrics in table order, then any others it has (format and count excluded)."""
     known = [m for m in METRICS.get(task, ()) if m in values]
-    return known + [m for m in values if m not in known and m not in (FORMAT, COUNT)]
+    return known + [m for m in values if m not in known and m not in EXTRA_KEYS]
 
 
 def _tasks(tasks: Iterable[str]) -> list[str]:

@@ -55,6 +55,7 @@ from videorft.rewards import score as reward_score
 
 __all__ = [
     "COUNT",
+    "EXTRA_KEYS",
     "FORMAT",
     "METRICS",
     "aggregate",
@@ -73,6 +74,7 @@ METRICS = video_tasks.table("metrics")
 #: The keys :func:`aggregate` adds after a task's metrics: the share of answers in the task's
 #: format and the item count. Neither is a table metric.
 FORMAT, COUNT = "format", "count"
+EXTRA_KEYS = (FORMAT, COUNT)
 
 REQUIRED_KEYS = ("id", "task", "completion", "solution")
 

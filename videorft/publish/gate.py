@@ -34,7 +34,7 @@ from typing import Any
 
 import videorft.video_tasks as video_tasks
 from videorft.errors import StageError
-from videorft.evaluation.scoring import COUNT, FORMAT
+from videorft.evaluation.scoring import EXTRA_KEYS
 from videorft.params import GateParams
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def _values(task_metrics: Any) -> dict[str, Any]:
     """The metrics of one source/task, without the format share and the item count."""
     if not isinstance(task_metrics, dict):
         return {}
-    return {name: value for name, value in task_metrics.items() if name not in (FORMAT, COUNT)}
+    return {name: value for name, value in task_metrics.items() if name not in EXTRA_KEYS}
 
 
 def parse_min_key(key: str) -> list[tuple[str | None, str, str]]:

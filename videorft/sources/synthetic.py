@@ -506,14 +506,14 @@ def _quadrant_tint(w: int, h: int, stage_h: int, strength: float) -> np.ndarray:
 class _Scene:
     """Per-sample random choices shared by the task builders."""
 
-    def __init__(self, rng: np.random.Generator, options: SyntheticOptions):
+    def __init__(self, rng: np.random.Generator, options: SyntheticOptions, mirror: int = 0):
         self.rng = rng
         self.w, self.h, self.fps = options.width, options.height, options.fps
         # Shapes live above the clock bar (when drawn), so it never hides them.
         self.stage_h = self.h - (_bar_height(self.h) if options.time_bar else 0)
         self.shape_scale, self.max_distractors = options.shape_scale, options.max_distractors
         self.options = options
-        self.mirror = 0  # XOR on a centre track's corner (SyntheticOptions.mirror_tracks)
+        self.mirror = mirror  # XOR on a centre track's corner (SyntheticOptions.mirror_tracks)
         lo = int(np.ceil(options.min_duration_s * self.fps))
         hi = max(lo, int(np.floor(options.max_duration_s * self.fps)))
         self.n = int(rng.integers(lo, hi + 1))
@@ -884,8 +884,7 @@ def _samples(options: SyntheticOptions) -> Iterator[_Sample]:
             for position in positions:
                 mirrored = options.mirror_tracks and task == "tracking"
                 rng = np.random.default_rng([options.seed, t, 1, index // 4 if mirrored else index])
-                scene = _Scene(rng, options)
-                scene.mirror = index % 4 if mirrored else 0
+                scene = _Scene(rng, options, mirror=index % 4 if mirrored else 0)
                 sample = _BUILDERS[task](scene, index, int(position))
                 sample.split = split
                 sample.meta.update(seed=options.seed, index=index, n_frames=sample.n_frames,

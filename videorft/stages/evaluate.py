@@ -52,8 +52,7 @@ from videorft.evaluation.report import (
     table_from_report,
 )
 from videorft.evaluation.scoring import (
-    COUNT,
-    FORMAT,
+    EXTRA_KEYS,
     aggregate,
     parse_prediction,
     score_item,
@@ -168,7 +167,7 @@ def headline(per_source: dict[str, dict[str, dict[str, float]]]) -> dict[str, fl
         for source, tasks in per_source.items()
         for task, values in tasks.items()
         for metric, value in values.items()
-        if metric not in (FORMAT, COUNT)
+        if metric not in EXTRA_KEYS
     }
 
 

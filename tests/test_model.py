@@ -433,3 +433,39 @@ def test_flash_attention_falls_back_to_sdpa_with_one_warning(tiny_dir: Path, cap
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "\n" not in warnings[0]
     assert "flash_attention_2" in warnings[0] and "using sdpa" in warnings[0]
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("grid", [[[2, 8, 8], [4, 8, 8]], [[2, 8, 8], [2, 12, 10]]],
+                         ids=["windows-alike", "edge-windows"])
+def test_batched_vision_windows_give_the_per_window_loops_bits(
+        tiny_dir: Path, attn_implementation: str, grid: list[list[int]]) -> None:
+    """Loaded models attend within all equal-length vision windows in one call; outputs and
+    gradients are bit-for-bit those of transformers' loop over windows. Grids in patches, the
+    window is 8 x 8 patches: first every window and frame alike (one call per block), then a
+    grid the window does not tile (shorter edge windows) beside frames of another size."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLVisionAttention
+
+    from videorft.model.vision_attention import WindowBatchedVisionAttention
+
+    model, _ = load_model_and_processor(tiny_dir, attn_implementation=attn_implementation)
+    attention = [m for m in model.modules() if isinstance(m, Qwen2_5_VLVisionAttention)]
+    assert attention and all(type(m) is WindowBatchedVisionAttention for m in attention)
+    grid_thw = torch.tensor(grid)
+    config = model.config.vision_config
+    width = config.in_channels * config.temporal_patch_size * config.patch_size ** 2
+    pixels = torch.randn(int(grid_thw.prod(dim=1).sum()), width,
+                         generator=torch.Generator().manual_seed(0))
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        merged = model.model.visual(pixels, grid_thw=grid_thw).pooler_output
+        (merged * torch.linspace(-1, 1, merged.numel()).view_as(merged)).sum().backward()
+        return merged.detach(), [p.grad.clone() for p in model.model.visual.parameters()]
+
+    batched, batched_grads = run()
+    for module in attention:
+        module.__class__ = Qwen2_5_VLVisionAttention
+    looped, looped_grads = run()
+    assert torch.equal(batched, looped)
+    assert all(torch.equal(a, b) for a, b in zip(batched_grads, looped_grads, strict=True))

@@ -100,8 +100,10 @@ def load_model_and_processor(
     ``attn_implementation`` is passed through ("sdpa", "flash_attention_2", "eager"; None:
     transformers' default), except that flash_attention_2 falls back to sdpa where flash-attn
     cannot run (:func:`resolve_attn_implementation`). The model comes back in eval mode, as
-    ``from_pretrained`` leaves it. Raises ModelNotFoundError naming ``name_or_path`` when
-    nothing loadable is there.
+    ``from_pretrained`` leaves it, with Qwen2.5-VL's vision windows batched
+    (:func:`~videorft.model.vision_attention.batch_vision_windows`: the same numbers, fewer
+    attention calls). Raises ModelNotFoundError naming ``name_or_path`` when nothing loadable
+    is there.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -133,4 +135,7 @@ def load_model_and_processor(
             f"{name}: no video processor saved with this model (got {type(processor).__name__}); "
             "save the processor next to the weights (processor.save_pretrained)"
         )
+    from videorft.model.vision_attention import batch_vision_windows
+
+    batch_vision_windows(model)
     return model, processor

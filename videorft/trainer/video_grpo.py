@@ -62,6 +62,7 @@ from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from videorft.model.inputs import process_videos
+from videorft.model.vision_attention import batch_vision_windows
 from videorft.trainer.shared_prompt import (
     plain_logps,
     prompt_group_ids,
@@ -237,6 +238,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         for module in self.model.modules():
             if isinstance(module, PreTrainedModel):
                 _keep_one_input_grad_hook(module)
+        if self.ref_model is not None:  # TRL loads it anew with from_pretrained
+            batch_vision_windows(self.ref_model)
 
     def _enable_compiled_generation(self) -> None:
         """Undo TRL's ``disable_compile``: ``generate`` then compiles the decoding step.

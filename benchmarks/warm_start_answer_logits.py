@@ -17,14 +17,9 @@ answer-window time).
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
-from pathlib import Path
 
-import torch
-from warm_start_split import build_project, compare_runs  # this folder is on sys.path
-from warm_start_step import run_steps
+from warm_start_split import Way, compare_ways, parse_args  # this folder is on sys.path
 
 from videorft.trainer.micro_batches import LengthSplitTrainer
 
@@ -36,30 +31,10 @@ class EveryPositionTrainer(LengthSplitTrainer):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=32, help="training videos per task")
-    parser.add_argument("--steps", type=int, default=60, help="optimiser steps per run")
-    parser.add_argument("--batch", type=int, default=16, help="rows per step")
-    parser.add_argument("--hidden", type=int, default=64, help="language-model width")
-    parser.add_argument("--layers", type=int, default=2, help="language-model layers")
-    parser.add_argument("--tasks", nargs="+",
-                        default=["temporal_grounding", "grounded_qa", "mcq"])
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="ws-logits-bench-") as tmp:
-        root = Path(tmp)
-        model_dir, params = build_project(root, args.rows, args.hidden, args.layers,
-                                          tuple(args.tasks))
-        every, every_losses = run_steps(model_dir, params, root, steps=args.steps,
-                                        batch=args.batch, cache=True,
-                                        trainer_class=EveryPositionTrainer)
-        window, window_losses = run_steps(model_dir, params, root, steps=args.steps,
-                                          batch=args.batch, cache=True,
-                                          trainer_class=LengthSplitTrainer)
-    print(f"threads: {torch.get_num_threads()}, tasks: {' '.join(args.tasks)}, rows per task: "
-          f"{args.rows}, batch: {args.batch}, steps: {args.steps}, model: {args.hidden} wide, "
-          f"{args.layers} layers")
-    return compare_runs(args.steps, ("every position", every, every_losses),
-                        ("answer window", window, window_losses),
+    args = parse_args(default_steps=60,
+                      default_tasks=("temporal_grounding", "grounded_qa", "mcq"))
+    return compare_ways(args, tuple(args.tasks), Way("every position", EveryPositionTrainer),
+                        Way("answer window", LengthSplitTrainer),
                         "answer_window_vs_every_position_speedup")
 
 

@@ -17,11 +17,16 @@ Prints steps/s of each and ``split_vs_whole_speedup`` (whole time / split time).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from warm_start_step import run_steps  # this folder is on sys.path when run as a script
@@ -60,37 +65,66 @@ def build_project(root: Path, rows: int, hidden: int, layers: int,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=32, help="training videos per task")
-    parser.add_argument("--steps", type=int, default=40, help="optimiser steps per run")
-    parser.add_argument("--batch", type=int, default=16, help="rows per step")
-    parser.add_argument("--hidden", type=int, default=128, help="language-model width")
-    parser.add_argument("--layers", type=int, default=4, help="language-model layers")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="ws-split-bench-") as tmp:
-        root = Path(tmp)
-        model_dir, params = build_project(root, args.rows, args.hidden, args.layers)
-        whole, whole_losses = run_steps(model_dir, params, root, steps=args.steps,
-                                        batch=args.batch, cache=True)
-        split, split_losses = run_steps(model_dir, params, root, steps=args.steps,
-                                        batch=args.batch, cache=True,
-                                        trainer_class=LengthSplitTrainer)
-    print(f"threads: {torch.get_num_threads()}, rows per task: {args.rows}, batch: "
-          f"{args.batch}, steps: {args.steps}, model: {args.hidden} wide, {args.layers} layers")
-    return compare_runs(args.steps, ("whole batches", whole, whole_losses),
-                        ("micro-batches by length", split, split_losses),
+    args = parse_args(default_steps=40, default_hidden=128, default_layers=4)
+    return compare_ways(args, TASKS, Way("whole batches", None),
+                        Way("micro-batches by length", LengthSplitTrainer),
                         "split_vs_whole_speedup")
 
 
+def parse_args(*, default_steps: int, default_hidden: int = 64, default_layers: int = 2,
+               default_tasks: tuple[str, ...] | None = None) -> argparse.Namespace:
+    """The options every warm-start comparison takes (``--tasks`` where a default is given)."""
+    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=32, help="training videos per task")
+    parser.add_argument("--steps", type=int, default=default_steps, help="optimiser steps per run")
+    parser.add_argument("--batch", type=int, default=16, help="rows per step")
+    parser.add_argument("--hidden", type=int, default=default_hidden, help="language-model width")
+    parser.add_argument("--layers", type=int, default=default_layers, help="language-model layers")
+    if default_tasks is not None:
+        parser.add_argument("--tasks", nargs="+", default=list(default_tasks))
+    return parser.parse_args()
+
+
+@dataclass(frozen=True)
+class Way:
+    """One side of a comparison: its name, its trainer class (None: HF's ``Trainer``) and a
+    context the model is loaded and trained in."""
+
+    name: str
+    trainer_class: type | None
+    context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+
+
+def compare_ways(args: argparse.Namespace, tasks: tuple[str, ...], baseline: Way,
+                 candidate: Way, ratio_name: str, rel_tol: float = 1e-4) -> int:
+    """Build one project of ``tasks``, run the same warm-start steps both ways from the same
+    seed with the row cache filled, and print :func:`compare_runs`'s lines."""
+    with tempfile.TemporaryDirectory(prefix="ws-bench-") as tmp:
+        root = Path(tmp)
+        model_dir, params = build_project(root, args.rows, args.hidden, args.layers, tasks)
+        runs = []
+        for way in (baseline, candidate):
+            with way.context():
+                seconds, losses = run_steps(model_dir, params, root, steps=args.steps,
+                                            batch=args.batch, cache=True,
+                                            trainer_class=way.trainer_class)
+            runs.append((way.name, seconds, losses))
+    print(f"threads: {torch.get_num_threads()}, tasks: {' '.join(tasks)}, rows per task: "
+          f"{args.rows}, batch: {args.batch}, steps: {args.steps}, model: {args.hidden} wide, "
+          f"{args.layers} layers")
+    return compare_runs(args.steps, runs[0], runs[1], ratio_name, rel_tol)
+
+
 def compare_runs(steps: int, baseline: tuple[str, float, list[float]],
-                 candidate: tuple[str, float, list[float]], ratio_name: str) -> int:
+                 candidate: tuple[str, float, list[float]], ratio_name: str,
+                 rel_tol: float = 1e-4) -> int:
     """Print each run's steps/s, then ``ratio_name: baseline time / candidate time`` when the
-    two trained the same (every step's loss within 1e-4 relative); the exit status (1: they
-    did not, and no ratio is printed)."""
+    two trained the same (every step's loss within ``rel_tol`` relative; 0: equal); the exit
+    status (1: they did not, and no ratio is printed)."""
     (base_name, base_s, base_losses), (cand_name, cand_s, cand_losses) = baseline, candidate
     print(f"{base_name}: {steps / base_s:.2f} steps/s; {cand_name}: {steps / cand_s:.2f} steps/s")
     same = len(base_losses) == len(cand_losses) and all(
-        math.isclose(a, b, rel_tol=1e-4) for a, b in zip(base_losses, cand_losses, strict=True))
+        math.isclose(a, b, rel_tol=rel_tol) for a, b in zip(base_losses, cand_losses, strict=True))
     if not same:
         print(f"the runs trained differently: losses {base_losses[-3:]} vs {cand_losses[-3:]}",
               file=sys.stderr)

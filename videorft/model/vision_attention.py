@@ -9,7 +9,7 @@ one batch: one call per distinct length does the same arithmetic on the same num
 
 The outputs and gradients are bit-for-bit those of the per-window loop
 (``tests/test_model.py`` checks both), so a run's numbers do not change; the default's warm
-start gets 1.19x steps/s on 2 cores (``benchmarks/vision_windows.py``). With flash-attn the stock
+start gets 1.14x steps/s on 2 cores (``benchmarks/vision_windows.py``). With flash-attn the stock
 forward already runs every window in one varlen call and is kept.
 """
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as qwen
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as qwen
 from transformers.utils.generic import is_flash_attention_requested
 
 
@@ -51,11 +51,12 @@ class WindowBatchedVisionAttention(qwen.Qwen2_5_VLVisionAttention):
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
         if len(set(lengths)) == 1 and starts[0] == 0 and sum(lengths) == seq_length:
             attn_output = self._attend(attention, query, key, value, lengths[0], **kwargs)
-        else:  # windows cut short at a frame's edge: one call per length, scattered back
+        else:  # edge windows cut short, frames of unlike sizes: a call per length, scattered
             attn_output = query.new_zeros(seq_length, self.num_heads, query.shape[-1])
             for length in sorted(set(lengths) - {0}):
                 positions = torch.tensor(
-                    [start + offset for start, n in zip(starts, lengths) if n == length
+                    [start + offset for start, n in zip(starts, lengths, strict=True)
+                     if n == length
                      for offset in range(length)], device=query.device)
                 attended = self._attend(attention, query[positions], key[positions],
                                         value[positions], length, **kwargs)

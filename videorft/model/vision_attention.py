@@ -49,7 +49,7 @@ class WindowBatchedVisionAttention(qwen.Qwen2_5_VLVisionAttention):
 
         starts = cu_seqlens[:-1].tolist()
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-        if len(set(lengths)) == 1 and starts[0] == 0 and sum(lengths) == seq_length:
+        if len(set(lengths)) == 1:
             attn_output = self._attend(attention, query, key, value, lengths[0], **kwargs)
         else:  # edge windows cut short, frames of unlike sizes: a call per length, scattered
             attn_output = query.new_zeros(seq_length, self.num_heads, query.shape[-1])

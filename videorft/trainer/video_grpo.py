@@ -238,8 +238,10 @@ class VideoGRPOTrainer(GRPOTrainer):
         for module in self.model.modules():
             if isinstance(module, PreTrainedModel):
                 _keep_one_input_grad_hook(module)
-        if self.ref_model is not None:  # TRL loads it anew with from_pretrained
-            batch_vision_windows(self.ref_model)
+        # The reference model TRL loads itself, and a policy not loaded by videorft.model.
+        for model in (self.model, self.ref_model):
+            if model is not None:
+                batch_vision_windows(model)
 
     def _enable_compiled_generation(self) -> None:
         """Undo TRL's ``disable_compile``: ``generate`` then compiles the decoding step.

@@ -39,7 +39,7 @@ def per_window_loop() -> Iterator[None]:
 
 
 def main() -> int:
-    args = parse_args(default_steps=100)
+    args = parse_args(__doc__, default_steps=100)
     return compare_ways(args, TASKS, Way("per-window loop", LengthSplitTrainer, per_window_loop),
                         Way("windows batched", LengthSplitTrainer),
                         "batched_vs_looped_speedup", rel_tol=0.0)

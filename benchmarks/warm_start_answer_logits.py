@@ -31,7 +31,7 @@ class EveryPositionTrainer(LengthSplitTrainer):
 
 
 def main() -> int:
-    args = parse_args(default_steps=60,
+    args = parse_args(__doc__, default_steps=60,
                       default_tasks=("temporal_grounding", "grounded_qa", "mcq"))
     return compare_ways(args, tuple(args.tasks), Way("every position", EveryPositionTrainer),
                         Way("answer window", LengthSplitTrainer),

@@ -65,16 +65,18 @@ def build_project(root: Path, rows: int, hidden: int, layers: int,
 
 
 def main() -> int:
-    args = parse_args(default_steps=40, default_hidden=128, default_layers=4)
+    args = parse_args(__doc__, default_steps=40, default_hidden=128, default_layers=4)
     return compare_ways(args, TASKS, Way("whole batches", None),
                         Way("micro-batches by length", LengthSplitTrainer),
                         "split_vs_whole_speedup")
 
 
-def parse_args(*, default_steps: int, default_hidden: int = 64, default_layers: int = 2,
+def parse_args(doc: str, *, default_steps: int, default_hidden: int = 64,
+               default_layers: int = 2,
                default_tasks: tuple[str, ...] | None = None) -> argparse.Namespace:
-    """The options every warm-start comparison takes (``--tasks`` where a default is given)."""
-    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__.splitlines()[0])
+    """The options every warm-start comparison takes (``--tasks`` where a default is given);
+    ``doc``: the calling script's docstring, whose first line describes it."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--rows", type=int, default=32, help="training videos per task")
     parser.add_argument("--steps", type=int, default=default_steps, help="optimiser steps per run")
     parser.add_argument("--batch", type=int, default=16, help="rows per step")

@@ -156,9 +156,9 @@ def test_vision_tower_trains_and_every_pass_sees_video(model_dir: Path, store: M
     assert all(p["video"] for p in ours.passes)
     # The policy given as an instance and the reference TRL loads both batch their windows.
     for model in (ours.model, ours.ref_model):
-        attention = [type(m).__name__ for m in model.modules() if m.__class__.__name__.endswith(
-            "VisionAttention")]
-        assert attention and set(attention) == {"WindowBatchedVisionAttention"}
+        attention = {type(m).__name__ for m in model.modules()
+                     if type(m).__name__.endswith("VisionAttention")}
+        assert attention == {"WindowBatchedVisionAttention"}
 
     stock = _train(StockPasses, model_dir, tmp_path / "stock", dataset)
     stock_after = _vision_params(stock.model)

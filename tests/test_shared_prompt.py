@@ -33,6 +33,8 @@ from videorft.model.inputs import process_videos
 from videorft.model.tiny import build_tiny_model
 from videorft.trainer import GROUP_KEY, VideoGRPOTrainer, shuffle_by_group
 from videorft.trainer.shared_prompt import (
+    RowPositions,
+    find_rope_index,
     plain_logps,
     prompt_group_ids,
     shared_prompt_generate,
@@ -92,6 +94,36 @@ def test_groups_split_by_video(batch: dict[str, Any]) -> None:
     prompt = batch["input_ids"][:, :batch["prompt_mask"].size(1)]
     assert torch.equal(prompt[0], prompt[5])  # groups 0 and 2: identical token ids
     assert not bool(batch["prompt_mask"].all())  # some left padding
+
+
+def test_row_positions_reuse_each_rows_rope_index(model_dir: Path,
+                                                   batch: dict[str, Any]) -> None:
+    """Positions served per row from the memo are the rope index's bits, in any row order, and
+    a second pass over the same rows (shuffled) computes no row again."""
+    rope_index = find_rope_index(_model(model_dir))
+    computed: list[int] = []
+
+    def counting(input_ids: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        computed.append(input_ids.size(0))
+        return rope_index(input_ids, **kwargs)
+
+    memo = RowPositions()
+    positions = memo.bind(counting)
+    video_id = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir).config.video_token_id
+    keep = batch["completion_mask"].size(1)
+    for order in ([0, 1, 2, 3, 4, 5, 6, 7], [5, 3, 0, 7, 1, 6, 2, 4], [2, 4]):
+        index = torch.tensor(order)
+        ids, mask = batch["input_ids"][index], batch["attention_mask"][index]
+        kwargs = {"mm_token_type_ids": video_token_types(ids, video_id, keep),
+                  "video_grid_thw": batch["grid"][index],
+                  "second_per_grid_ts": batch["time"][index], "attention_mask": mask}
+        want = rope_index(ids, **kwargs)
+        got = positions(ids, **kwargs)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), order
+    assert computed == [8] and len(memo) == 8
+    memo.clear()
+    positions(ids, **kwargs)
+    assert computed == [8, 2]
 
 
 class Seen:

@@ -28,9 +28,10 @@ from datasets import Dataset
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 from trl import GRPOConfig, GRPOTrainer
 
-from videorft.model.inputs import video_inputs
+from videorft.model.inputs import process_videos, video_inputs
 from videorft.model.tiny import build_tiny_model
 from videorft.trainer import VideoBatch, VideoGRPOTrainer
+from videorft.trainer.video_grpo import distinct_inputs
 
 FPS = 4.0  # second_per_grid_ts = 2 / 4 = 0.5: a wrong default (1.0 or 2/24) shows
 TEXTS = ("What happens first?", "When does the person stand up?")
@@ -116,6 +117,14 @@ def _prompt(text: str) -> list[dict[str, Any]]:
 def _train(cls: type[Recording], model_dir: Path, out: Path, dataset: Dataset,
            **kwargs: Any) -> Recording:
     """A tiny GRPO run: 2 prompts x 2 generations, 2 micro-batches of 2, beta > 0."""
+    trainer = _trainer(cls, model_dir, out, dataset, **kwargs)
+    trainer.train()
+    return trainer
+
+
+def _trainer(cls: type[Recording], model_dir: Path, out: Path, dataset: Dataset,
+             **kwargs: Any) -> Recording:
+    """:func:`_train`'s trainer, before training."""
     torch.manual_seed(0)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -126,10 +135,8 @@ def _train(cls: type[Recording], model_dir: Path, out: Path, dataset: Dataset,
         max_steps=2, beta=0.1, learning_rate=1e-2, use_cpu=True, bf16=False,
         report_to="none", save_strategy="no", logging_steps=1, seed=0,
     )
-    trainer = cls(model=model, args=args, processing_class=processor, reward_funcs=_reward,
-                  train_dataset=dataset, **kwargs)
-    trainer.train()
-    return trainer
+    return cls(model=model, args=args, processing_class=processor, reward_funcs=_reward,
+               train_dataset=dataset, **kwargs)
 
 
 def _vision_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -271,3 +278,27 @@ def test_dropping_or_swapping_video_changes_logps(model_dir: Path, store: Memory
     stock_base = logps(real, stock=True)
     assert torch.equal(stock_base, logps(zeroed, stock=True))
     assert torch.equal(stock_base, logps(other, stock=True))
+
+
+def test_repeated_prompts_are_processed_once_with_the_same_bits(model_dir: Path,
+                                                                store: MemoryStore,
+                                                                tmp_path: Path) -> None:
+    """TRL hands each prompt G times: processing each distinct (prompt, video) once and
+    repeating its outputs gives the very tensors of processing every row."""
+    pairs = [(0, "v0"), (0, "v1"), (0, "v0"), (1, "v0"), (0, "v1"), (1, "v0")]
+    rows = [{"prompt": _prompt(TEXTS[t]), "key": key} for t, key in pairs]
+    dataset = Dataset.from_list([{"prompt": _prompt(t), "key": "v0"} for t in TEXTS])
+    trainer = _trainer(Recording, model_dir, tmp_path, dataset,
+                       video_loader=lambda row: (store.load(row["key"]), FPS))
+    prompts = [row["prompt"] for row in rows]
+    got = trainer._process_videos(prompts, rows)
+
+    texts = trainer.processing_class.apply_chat_template(prompts, add_generation_prompt=True,
+                                                         tokenize=False)
+    videos = [(store.load(key), FPS) for _, key in pairs]
+    # Same text, other video and same video, other text are distinct; repeats are not.
+    assert distinct_inputs(texts, videos) == ([0, 1, 3], [0, 1, 0, 2, 1, 2])
+    every_row = process_videos(trainer.processing_class, texts, videos)
+    assert set(got) == set(every_row)
+    for key, value in every_row.items():
+        assert torch.equal(torch.as_tensor(got[key]), torch.as_tensor(value)), key

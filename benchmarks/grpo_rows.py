@@ -1,0 +1,104 @@
+"""Benchmark: GRPO steps with each distinct prompt processed once and each row's rope positions
+shared by the passes, against processing every row and indexing it in every pass.
+
+TRL hands each prompt ``num_generations`` times, and every generation batch goes through up to
+2 + ``num_iterations`` log-prob passes (old policy, reference, each loss iteration).
+``VideoGRPOTrainer`` processes each distinct (prompt, video) once (``distinct_inputs``) and
+computes each row's multimodal rope positions once per batch (``RowPositions``); before, every
+row was processed and every pass ran Qwen2.5-VL's per-row ``get_rope_index`` again.
+
+Builds a small project of the default preset's tasks (synthetic temporal grounding, grounded QA
+and multiple choice at 160x120, 4 s at 4 fps, frames at 2 fps), the default tiny model and a
+short warm start on it (``--warm-steps``, no curriculum: enough for answers in format, so the
+rewards differ within groups), then runs the train stage's own GRPO (``train_grpo`` with the
+default's ``train`` section, ``--steps`` steps) twice from the same seed: the old way, then as
+the trainer runs now. The two runs must train the same bits (equal saved weights, which GRPO
+must have changed), else the script exits 1 without a speedup line.
+
+Run: .venv/bin/python benchmarks/grpo_rows.py [--rows 32] [--steps 40]
+Prints steps/s of each and ``distinct_vs_every_row_speedup`` (old time / new time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from warm_start_split import build_project  # this folder is on sys.path when run as a script
+
+from videorft.stages import get_stage
+from videorft.trainer import shared_prompt, video_grpo
+
+TASKS = ("temporal_grounding", "grounded_qa", "mcq")
+
+
+@contextlib.contextmanager
+def every_row() -> Iterator[None]:
+    """The trainer as before: every row processed, every pass computing its rope index."""
+    distinct, bind = video_grpo.distinct_inputs, shared_prompt.RowPositions.bind
+
+    def all_distinct(texts, videos):
+        return list(range(len(texts))), list(range(len(texts)))
+
+    video_grpo.distinct_inputs = all_distinct
+    shared_prompt.RowPositions.bind = lambda self, rope_index: rope_index
+    try:
+        yield
+    finally:
+        video_grpo.distinct_inputs, shared_prompt.RowPositions.bind = distinct, bind
+
+
+def run(root: Path, params, model_dir: Path, name: str) -> tuple[float, bytes]:
+    """(GRPO seconds, the saved weights' bytes) of one run into ``root/name``."""
+    from videorft.trainer.grpo import train_grpo
+
+    out = root / name
+    summary = train_grpo(params, root, init_model=model_dir, checkpoints_dir=out / "checkpoints",
+                         out_dir=out / "trained", metrics_dir=out / "metrics")
+    return summary["train_runtime_s"], (out / "trained" / "model.safetensors").read_bytes()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=32, help="training videos per task")
+    parser.add_argument("--steps", type=int, default=40, help="GRPO optimiser steps per run")
+    parser.add_argument("--warm-steps", type=int, default=300,
+                        help="warm-start steps first, so GRPO's rewards are not all zero")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="grpo-rows-") as tmp:
+        root = Path(tmp)
+        _, params = build_project(root, args.rows, 64, 2, TASKS)
+        warm = params.warm_start.model_copy(update={"max_steps": args.warm_steps,
+                                                    "curriculum": [], "sources": None})
+        train = params.train.model_copy(update={"max_steps": args.steps, "sources": None,
+                                                "save_steps": args.steps,
+                                                "logging_steps": args.steps})
+        params = params.model_copy(update={"warm_start": warm, "train": train})
+        for stage in ("base_model", "warm_start"):
+            get_stage(stage)(params, root)
+        model_dir = root / params.paths.warm_start
+        start = (model_dir / "model.safetensors").read_bytes()
+        with every_row():
+            old_s, old_weights = run(root, params, model_dir, "every-row")
+        new_s, new_weights = run(root, params, model_dir, "distinct")
+    print(f"threads: {torch.get_num_threads()}, tasks: {' '.join(TASKS)}, rows per task: "
+          f"{args.rows}, steps: {args.steps}, G: {params.train.num_generations}")
+    print(f"every row: {args.steps / old_s:.2f} steps/s; distinct: {args.steps / new_s:.2f} "
+          "steps/s")
+    if old_weights == start:
+        print("GRPO left the weights as they were: the runs cannot be compared", file=sys.stderr)
+        return 1
+    if old_weights != new_weights:
+        print("the runs trained different weights", file=sys.stderr)
+        return 1
+    print(f"distinct_vs_every_row_speedup: {old_s / new_s:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,8 +31,9 @@ from pathlib import Path
 import torch
 from warm_start_split import build_project  # this folder is on sys.path when run as a script
 
+from videorft.model import row_positions
 from videorft.stages import get_stage
-from videorft.trainer import shared_prompt, video_grpo
+from videorft.trainer import video_grpo
 
 TASKS = ("temporal_grounding", "grounded_qa", "mcq")
 
@@ -40,17 +41,17 @@ TASKS = ("temporal_grounding", "grounded_qa", "mcq")
 @contextlib.contextmanager
 def every_row() -> Iterator[None]:
     """The trainer as before: every row processed, every pass computing its rope index."""
-    distinct, bind = video_grpo.distinct_inputs, shared_prompt.RowPositions.bind
+    distinct, bind = video_grpo.distinct_inputs, row_positions.RowPositions.bind
 
     def all_distinct(texts, videos):
         return list(range(len(texts))), list(range(len(texts)))
 
     video_grpo.distinct_inputs = all_distinct
-    shared_prompt.RowPositions.bind = lambda self, rope_index: rope_index
+    row_positions.RowPositions.bind = lambda self, rope_index: rope_index
     try:
         yield
     finally:
-        video_grpo.distinct_inputs, shared_prompt.RowPositions.bind = distinct, bind
+        video_grpo.distinct_inputs, row_positions.RowPositions.bind = distinct, bind
 
 
 def run(root: Path, params, model_dir: Path, name: str) -> tuple[float, bytes]:

@@ -30,11 +30,10 @@ from trl import GRPOConfig
 from trl.trainer.utils import add_fused_lm_head
 
 from videorft.model.inputs import process_videos
+from videorft.model.row_positions import RowPositions, find_rope_index
 from videorft.model.tiny import build_tiny_model
 from videorft.trainer import GROUP_KEY, VideoGRPOTrainer, shuffle_by_group
 from videorft.trainer.shared_prompt import (
-    RowPositions,
-    find_rope_index,
     plain_logps,
     prompt_group_ids,
     shared_prompt_generate,
@@ -96,11 +95,25 @@ def test_groups_split_by_video(batch: dict[str, Any]) -> None:
     assert not bool(batch["prompt_mask"].all())  # some left padding
 
 
+def _rope_kwargs(batch: dict[str, Any], index: torch.Tensor, video_id: int,
+                 pad: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Rows ``index`` of the batch as ``get_rope_index`` takes them, ``pad`` more columns of
+    left padding."""
+    ids, mask = batch["input_ids"][index], batch["attention_mask"][index]
+    ids = torch.nn.functional.pad(ids, (pad, 0), value=0)
+    mask = torch.nn.functional.pad(mask, (pad, 0), value=0)
+    keep = batch["completion_mask"].size(1)
+    return ids, {"mm_token_type_ids": video_token_types(ids, video_id, keep),
+                 "video_grid_thw": batch["grid"][index],
+                 "second_per_grid_ts": batch["time"][index], "attention_mask": mask}
+
+
 def test_row_positions_reuse_each_rows_rope_index(model_dir: Path,
                                                    batch: dict[str, Any]) -> None:
-    """Positions served per row from the memo are the rope index's bits, in any row order, and
-    a second pass over the same rows (shuffled) computes no row again."""
-    rope_index = find_rope_index(_model(model_dir))
+    """Positions served per row from the memo are the rope index's bits, in any row order and
+    under any left padding, and a later pass over the same rows computes no row again."""
+    model = _model(model_dir)
+    rope_index = find_rope_index(model)
     computed: list[int] = []
 
     def counting(input_ids: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,21 +122,21 @@ def test_row_positions_reuse_each_rows_rope_index(model_dir: Path,
 
     memo = RowPositions()
     positions = memo.bind(counting)
-    video_id = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir).config.video_token_id
-    keep = batch["completion_mask"].size(1)
-    for order in ([0, 1, 2, 3, 4, 5, 6, 7], [5, 3, 0, 7, 1, 6, 2, 4], [2, 4]):
-        index = torch.tensor(order)
-        ids, mask = batch["input_ids"][index], batch["attention_mask"][index]
-        kwargs = {"mm_token_type_ids": video_token_types(ids, video_id, keep),
-                  "video_grid_thw": batch["grid"][index],
-                  "second_per_grid_ts": batch["time"][index], "attention_mask": mask}
+    video_id = model.config.video_token_id
+    for order, pad in (([0, 1, 2, 3, 4, 5, 6, 7], 0), ([5, 3, 0, 7, 1, 6, 2, 4], 0),
+                       ([2, 4], 3)):
+        ids, kwargs = _rope_kwargs(batch, torch.tensor(order), video_id, pad)
         want = rope_index(ids, **kwargs)
         got = positions(ids, **kwargs)
-        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), order
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (order, pad)
     assert computed == [8] and len(memo) == 8
     memo.clear()
     positions(ids, **kwargs)
     assert computed == [8, 2]
+    bounded = RowPositions(max_rows=3)
+    ids, kwargs = _rope_kwargs(batch, torch.arange(8), video_id)
+    bounded.bind(rope_index)(ids, **kwargs)
+    assert len(bounded) == 3
 
 
 class Seen:

@@ -61,6 +61,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer, StaticCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from videorft.model.row_positions import find_rope_index
 from videorft.trainer.micro_batches import MIN_FILL, length_groups
 
 #: Token type Qwen2.5-VL's ``get_rope_index`` expects at ``<|video_pad|>`` positions.
@@ -239,67 +240,6 @@ def _cache_through_checkpointing(model: torch.nn.Module) -> Iterator[None]:
                 del layer._can_checkpoint_with_cache
             else:
                 layer._can_checkpoint_with_cache = value
-
-
-def find_rope_index(model: torch.nn.Module) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """The model's ``get_rope_index`` (Qwen2/2.5-VL), found through DDP/PEFT wrappers."""
-    for module in model.modules():
-        if callable(getattr(type(module), "get_rope_index", None)):
-            return module.get_rope_index
-    raise TypeError(f"{type(model).__name__} has no get_rope_index: shared-prompt passes need "
-                    "a Qwen2-VL-style model with multimodal RoPE")
-
-
-class RowPositions:
-    """``get_rope_index`` results remembered per row, for the passes over one batch of rows.
-
-    Why: GRPO runs the same rows through up to 2 + ``num_iterations`` log-prob passes (old
-    policy, reference, then each loss iteration, in shuffled orders), and Qwen2.5-VL's rope
-    index is a Python loop over each row's tokens: about 6% of a CPU GRPO step at G = 8. A
-    row's positions depend only on the row (ids, token types, mask, its one video's grid and
-    time spacing) and the model config, so each row is computed once and later passes reuse the
-    same integers. Use one instance per model config and :meth:`clear` it for each new batch.
-    """
-
-    def __init__(self) -> None:
-        self._rows: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def clear(self) -> None:
-        self._rows.clear()
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def bind(self, rope_index: Callable[..., tuple[torch.Tensor, torch.Tensor]]
-             ) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-        """``rope_index`` (a ``get_rope_index``, one video per row) served from this memo."""
-
-        def positions(input_ids: torch.Tensor, *, mm_token_type_ids: torch.Tensor,
-                      video_grid_thw: torch.Tensor, second_per_grid_ts: torch.Tensor,
-                      attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            if video_grid_thw.size(0) != input_ids.size(0):
-                raise ValueError(f"{input_ids.size(0)} rows, {video_grid_thw.size(0)} video "
-                                 "grids: RowPositions needs one video per row")
-            parts = [input_ids, mm_token_type_ids, attention_mask, video_grid_thw,
-                     second_per_grid_ts.reshape(-1, 1).to(torch.float64)]
-            host = [part.detach().cpu() for part in parts]
-            keys = [b"|".join(part[row].numpy().tobytes() for part in host)
-                    for row in range(input_ids.size(0))]
-            missing = [row for row, key in enumerate(keys) if key not in self._rows]
-            if missing:
-                index = torch.tensor(missing, device=input_ids.device)
-                computed, deltas = rope_index(
-                    input_ids[index], mm_token_type_ids=mm_token_type_ids[index],
-                    video_grid_thw=video_grid_thw[index],
-                    second_per_grid_ts=second_per_grid_ts[index],
-                    attention_mask=attention_mask[index])
-                for number, row in enumerate(missing):
-                    self._rows[keys[row]] = (computed[:, number], deltas[number])
-            found = [self._rows[key] for key in keys]
-            return (torch.stack([f[0] for f in found], dim=1),
-                    torch.stack([f[1] for f in found], dim=0))
-
-        return positions
 
 
 # ----------------------------------------------------------------------------- passes

@@ -62,10 +62,9 @@ from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
 from videorft.model.inputs import process_videos
+from videorft.model.row_positions import RowPositions, find_rope_index
 from videorft.model.vision_attention import batch_vision_windows
 from videorft.trainer.shared_prompt import (
-    RowPositions,
-    find_rope_index,
     plain_logps,
     prompt_group_ids,
     shared_prompt_generate,

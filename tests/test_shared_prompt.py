@@ -133,10 +133,6 @@ def test_row_positions_reuse_each_rows_rope_index(model_dir: Path,
     memo.clear()
     positions(ids, **kwargs)
     assert computed == [8, 2]
-    bounded = RowPositions(max_rows=3)
-    ids, kwargs = _rope_kwargs(batch, torch.arange(8), video_id)
-    bounded.bind(rope_index)(ids, **kwargs)
-    assert len(bounded) == 3
 
 
 class Seen:

@@ -14,7 +14,6 @@ back every epoch: the rope index is ~3% of its step there, and paired benchmark 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -36,14 +35,13 @@ def find_rope_index(model: torch.nn.Module) -> RopeIndex:
 class RowPositions:
     """Per-row memo of a ``get_rope_index`` for rows with one video each (see module doc).
 
-    ``max_rows`` bounds it (least recently used rows go first; None: no bound); :meth:`clear`
-    empties it (GRPO: at each new generation batch). Rows are kept on the CPU. One instance
-    serves one model config: a policy and its reference share one.
+    It grows with every new row: :meth:`clear` it for each new batch of rows (GRPO: each
+    generation batch). Rows are kept on the CPU. One instance serves one model config: a policy
+    and its reference share one.
     """
 
-    def __init__(self, max_rows: int | None = None) -> None:
-        self.max_rows = max_rows
-        self._rows: OrderedDict[bytes, tuple[np.ndarray, torch.Tensor]] = OrderedDict()
+    def __init__(self) -> None:
+        self._rows: dict[bytes, tuple[np.ndarray, torch.Tensor]] = {}
 
     def clear(self) -> None:
         self._rows.clear()
@@ -99,11 +97,8 @@ class RowPositions:
         deltas = []
         for row, key in enumerate(keys):
             rows, delta = self._rows[key]
-            self._rows.move_to_end(key)
             positions[:, row, real[row]] = rows
             deltas.append(delta)
-        while self.max_rows is not None and len(self._rows) > self.max_rows:
-            self._rows.popitem(last=False)
         device = input_ids.device
         return (torch.from_numpy(positions).to(device, input_ids.dtype),
                 torch.stack(deltas).to(device))

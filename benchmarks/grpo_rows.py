@@ -25,8 +25,10 @@ import argparse
 import contextlib
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import torch
 from warm_start_split import build_project  # this folder is on sys.path when run as a script
@@ -65,13 +67,29 @@ def run(root: Path, params, model_dir: Path, name: str) -> tuple[float, bytes]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args = parse_args(__doc__)
+    return compare_grpo(args, ("every row", every_row), "distinct",
+                        "distinct_vs_every_row_speedup")
+
+
+def parse_args(doc: str) -> argparse.Namespace:
+    """The options of the GRPO comparisons; ``doc``: the calling script's docstring."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--rows", type=int, default=32, help="training videos per task")
     parser.add_argument("--steps", type=int, default=40, help="GRPO optimiser steps per run")
     parser.add_argument("--warm-steps", type=int, default=300,
                         help="warm-start steps first, so GRPO's rewards are not all zero")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="grpo-rows-") as tmp:
+    return parser.parse_args()
+
+
+def compare_grpo(args: argparse.Namespace,
+                 baseline: tuple[str, Callable[[], AbstractContextManager[Any]]],
+                 candidate: str, ratio_name: str) -> int:
+    """Build the project and its warm start, run GRPO inside ``baseline``'s context and then
+    as the trainer runs now, and print both speeds and ``ratio_name`` when the two saved the
+    same weights (and GRPO changed them); the exit status."""
+    (base_name, context) = baseline
+    with tempfile.TemporaryDirectory(prefix="grpo-bench-") as tmp:
         root = Path(tmp)
         _, params = build_project(root, args.rows, 64, 2, TASKS)
         warm = params.warm_start.model_copy(update={"max_steps": args.warm_steps,
@@ -84,20 +102,21 @@ def main() -> int:
             get_stage(stage)(params, root)
         model_dir = root / params.paths.warm_start
         start = (model_dir / "model.safetensors").read_bytes()
-        with every_row():
-            old_s, old_weights = run(root, params, model_dir, "every-row")
-        new_s, new_weights = run(root, params, model_dir, "distinct")
+        with context():
+            old_s, old_weights = run(root, params, model_dir, "baseline")
+        new_s, new_weights = run(root, params, model_dir, "candidate")
     print(f"threads: {torch.get_num_threads()}, tasks: {' '.join(TASKS)}, rows per task: "
-          f"{args.rows}, steps: {args.steps}, G: {params.train.num_generations}")
-    print(f"every row: {args.steps / old_s:.2f} steps/s; distinct: {args.steps / new_s:.2f} "
-          "steps/s")
+          f"{args.rows}, steps: {args.steps}, G: {params.train.num_generations}, "
+          f"iterations: {params.train.num_iterations}")
+    print(f"{base_name}: {args.steps / old_s:.2f} steps/s; {candidate}: "
+          f"{args.steps / new_s:.2f} steps/s")
     if old_weights == start:
         print("GRPO left the weights as they were: the runs cannot be compared", file=sys.stderr)
         return 1
     if old_weights != new_weights:
         print("the runs trained different weights", file=sys.stderr)
         return 1
-    print(f"distinct_vs_every_row_speedup: {old_s / new_s:.2f}")
+    print(f"{ratio_name}: {old_s / new_s:.2f}")
     return 0
 
 

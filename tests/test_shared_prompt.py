@@ -280,6 +280,9 @@ class Recording(VideoGRPOTrainer):
         super().__init__(*args, **kwargs)
         self.passes: list[dict[str, Any]] = []
 
+    def _first_loss_pass_is_old_policy(self) -> bool:
+        return False  # TRL's own old-policy pass runs, so its shared path is compared too
+
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                            *args: Any, **kwargs: Any):
         counter = Seen(self.accelerator.unwrap_model(model))

@@ -51,7 +51,14 @@ class MemoryStore:
 
 
 class Recording(VideoGRPOTrainer):
-    """Records every log-prob pass and each loss-pass batch, for the assertions."""
+    """Records every log-prob pass and each loss-pass batch, for the assertions. Runs TRL's
+    own old-policy pass, which the trainer skips in TRL's default layout
+    (:class:`FirstPassAsOld`), so that its video path stays guarded too."""
+
+    keep_old_pass = True
+
+    def _first_loss_pass_is_old_policy(self) -> bool:
+        return not self.keep_old_pass and super()._first_loss_pass_is_old_policy()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,6 +85,13 @@ class Recording(VideoGRPOTrainer):
         loss = super()._compute_loss(model, inputs)
         self.loss_batches.append({"inputs": inputs, "logps": self.passes[-1]["logps"]})
         return loss
+
+
+class FirstPassAsOld(Recording):
+    """The trainer as it runs: the first loss pass over each micro-batch stands in for TRL's
+    old-policy pass."""
+
+    keep_old_pass = False
 
 
 class StockPasses(Recording):
@@ -302,3 +316,29 @@ def test_repeated_prompts_are_processed_once_with_the_same_bits(model_dir: Path,
     assert set(got) == set(every_row)
     for key, value in every_row.items():
         assert torch.equal(torch.as_tensor(got[key]), torch.as_tensor(value)), key
+
+
+def test_first_loss_pass_stands_in_for_the_old_policy_pass(model_dir: Path, store: MemoryStore,
+                                                           tmp_path: Path) -> None:
+    """In TRL's default layout the trainer skips TRL's old-policy pass and hands each
+    micro-batch's later iteration its first loss pass's log-probs: the very bits TRL's pass
+    computes, so the trained weights are equal too."""
+    dataset = Dataset.from_list([
+        {"prompt": _prompt(t), "video": store.frames[f"v{i}"], "video_fps": FPS}
+        for i, t in enumerate(TEXTS)
+    ])
+    skipping = _train(FirstPassAsOld, model_dir, tmp_path / "skipping", dataset)
+    passing = _train(Recording, model_dir, tmp_path / "passing", dataset)
+    assert {p["kind"] for p in skipping.passes} == {"loss", "ref"}
+    assert {p["kind"] for p in passing.passes} == {"loss", "old", "ref"}
+    assert len(skipping.loss_batches) == len(passing.loss_batches) == 4
+    for ours, theirs in zip(skipping.loss_batches, passing.loss_batches, strict=True):
+        assert torch.equal(ours["inputs"]["old_per_token_logps"],
+                           theirs["inputs"]["old_per_token_logps"])
+    # The later iterations (after the first update) got the first passes' log-probs.
+    for first, later in zip(skipping.loss_batches[:2], skipping.loss_batches[2:], strict=True):
+        assert later["inputs"] is first["inputs"]
+        assert torch.equal(later["inputs"]["old_per_token_logps"], first["logps"])
+    weights = passing.model.state_dict()
+    assert all(torch.equal(value, weights[name])
+               for name, value in skipping.model.state_dict().items())

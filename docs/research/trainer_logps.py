@@ -47,6 +47,9 @@ def main() -> None:
         return output
 
     video_grpo.VideoGRPOTrainer._generate_and_score_completions = keep_first
+    # The trainer lets the first loss pass stand in for TRL's old-policy pass where it can;
+    # this script measures TRL's pass, so it runs.
+    video_grpo.VideoGRPOTrainer._first_loss_pass_is_old_policy = lambda self: False
     params = load_params("params.yaml")
     params.train.max_steps = 1
     with tempfile.TemporaryDirectory() as tmp:

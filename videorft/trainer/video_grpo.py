@@ -29,7 +29,9 @@ Override surface, all calling ``super()`` for everything that is not video:
   makes them the *active* video for the duration of the parent call (whose old-policy and
   reference passes then see it), and adds them, per sample, to the returned batch;
 * ``_tokenize_prompts``: builds prompt ids and generation inputs with the processor;
-* ``_compute_loss``: makes the batch's (shuffled, split) per-sample videos active;
+* ``_compute_loss``: makes the batch's (shuffled, split) per-sample videos active, and where a
+  generation batch's first loss pass runs before any update on it (TRL's default layout), keeps
+  that pass's log-probs as the old policy's instead of TRL's separate old-policy pass;
 * ``_get_per_token_logps_and_entropies``: while a video is active, the forward with the video
   tensors sliced to each micro-batch (with ``shared_prompt``: one prompt pass per group of rows
   with the same prompt and video, see :mod:`videorft.trainer.shared_prompt`); otherwise the
@@ -266,6 +268,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             raise ValueError("the processor's tokenizer has no <|video_pad|> token")
         self.video_loader = video_loader
         self._active_video: VideoBatch | None = None
+        self._loss_logps: torch.Tensor | None = None  # the last loss pass's, see _compute_loss
         # Rope positions of the generation batch's rows, shared by its old-policy, reference
         # and loss passes (the reference is a copy of the policy's config: same positions).
         self._row_positions = RowPositions()
@@ -392,10 +395,16 @@ class VideoGRPOTrainer(GRPOTrainer):
                 processed["input_ids"].to(device), processed["attention_mask"].to(device),
                 video.pixel_values_videos, video.video_grid_thw, video.second_per_grid_ts)
         self._pending_video_inputs = processed
+        iterations = self.num_iterations
         try:
             with self._video_active(video):
+                if self._first_loss_pass_is_old_policy():
+                    # TRL runs its old-policy pass only for num_iterations > 1 (the only place
+                    # it reads the field here); _compute_loss records the first pass instead.
+                    self.num_iterations = 1
                 output = super()._generate_and_score_completions(inputs)
         finally:
+            self.num_iterations = iterations
             self._pending_video_inputs = None
         if len(video) != output["prompt_ids"].size(0):
             raise RuntimeError(f"{len(video)} videos for {output['prompt_ids'].size(0)} samples")
@@ -494,10 +503,40 @@ class VideoGRPOTrainer(GRPOTrainer):
                                "shuffle_sequence_dict; update VideoGRPOTrainer._prepare_inputs")
         return inputs
 
+    def _first_loss_pass_is_old_policy(self) -> bool:
+        """Whether a generation batch's first loss pass over each micro-batch comes before any
+        optimizer step on that batch, so its log-probs are the old policy's.
+
+        True with ``num_iterations`` > 1 and ``steps_per_generation`` equal to
+        ``gradient_accumulation_steps`` (TRL's default): the batch's micro-batches make up the
+        first optimizer step after generation, as TRL's own skip of the old-policy pass assumes
+        for one iteration. Then TRL's separate old-policy pass (a forward over the whole
+        generation batch, ~6% of a CPU step) is skipped and :meth:`_compute_loss` keeps the
+        first pass's log-probs for the later iterations: the same numbers (bit for bit on CPU,
+        ``tests/test_video_guard.py``), as TRL itself uses them for one iteration.
+        """
+        return (self.model.training and self.num_iterations > 1 and not self.use_vllm
+                and self.args.steps_per_generation == self.args.gradient_accumulation_steps)
+
     def _compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        """Parent's loss with the micro-batch's own (shuffled, split) videos active."""
+        """Parent's loss with the micro-batch's own (shuffled, split) videos active; the first
+        pass over a micro-batch keeps its log-probs as the old policy's (see
+        :meth:`_first_loss_pass_is_old_policy`)."""
+        first = "old_per_token_logps" not in inputs and self._first_loss_pass_is_old_policy()
+        self._loss_logps = None
         with self._video_active(VideoBatch.from_inputs(inputs)):
-            return super()._compute_loss(model, inputs)
+            loss = super()._compute_loss(model, inputs)
+        if first:
+            if self._loss_logps is None:
+                raise RuntimeError("the loss pass ran without the video: no old-policy "
+                                   "log-probs to keep for the later iterations")
+            # TRL hands the later iterations this same dict from its buffer.
+            buffered = self._buffered_inputs[self._step % self.args.steps_per_generation]
+            if buffered is not inputs:
+                raise RuntimeError("TRL no longer hands the buffered micro-batch itself to the "
+                                   "loss; update VideoGRPOTrainer._compute_loss")
+            inputs["old_per_token_logps"] = self._loss_logps.detach()
+        return loss
 
     def _get_per_token_logps_and_entropies(
         self,
@@ -563,4 +602,6 @@ class VideoGRPOTrainer(GRPOTrainer):
         logps = torch.cat(all_logps, dim=0)
         entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
         aux_loss = torch.stack(all_aux).mean() if compute_aux_loss else None
+        if compute_entropy:  # the loss pass: _compute_loss may keep them as the old policy's
+            self._loss_logps = logps
         return logps, entropies, aux_loss

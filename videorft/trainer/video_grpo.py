@@ -526,8 +526,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._loss_logps = None
         with self._video_active(VideoBatch.from_inputs(inputs)):
             loss = super()._compute_loss(model, inputs)
+        logps, self._loss_logps = self._loss_logps, None  # keep no graph past this call
         if first:
-            if self._loss_logps is None:
+            if logps is None:
                 raise RuntimeError("the loss pass ran without the video: no old-policy "
                                    "log-probs to keep for the later iterations")
             # TRL hands the later iterations this same dict from its buffer.
@@ -535,7 +536,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             if buffered is not inputs:
                 raise RuntimeError("TRL no longer hands the buffered micro-batch itself to the "
                                    "loss; update VideoGRPOTrainer._compute_loss")
-            inputs["old_per_token_logps"] = self._loss_logps.detach()
+            inputs["old_per_token_logps"] = logps.detach()
         return loss
 
     def _get_per_token_logps_and_entropies(

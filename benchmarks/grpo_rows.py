@@ -15,7 +15,7 @@ default's ``train`` section, ``--steps`` steps) twice from the same seed: the ol
 the trainer runs now. The two runs must train the same bits (equal saved weights, which GRPO
 must have changed), else the script exits 1 without a speedup line.
 
-Run: .venv/bin/python benchmarks/grpo_rows.py [--rows 32] [--steps 40]
+Run: .venv/bin/python benchmarks/grpo_rows.py [--rows 32] [--steps 40] [--warm-steps 300]
 Prints steps/s of each and ``distinct_vs_every_row_speedup`` (old time / new time).
 """
 

@@ -10,10 +10,13 @@ it and computes those same numbers, so ``VideoGRPOTrainer`` keeps them instead
 Builds the project of ``benchmarks/grpo_rows.py`` (the default preset's three tasks, the default
 tiny model, a short warm start) and runs the train stage's own GRPO twice from the same seed:
 with TRL's old-policy pass, then as the trainer runs now. The two must save equal weights
-(which GRPO must have changed), else the script exits 1 without a speedup line.
+(which GRPO must have changed), else the script exits 1 without a speedup line; ``--repeats``
+runs the pair several times in alternating order, as there.
 
 Run: .venv/bin/python benchmarks/grpo_old_pass.py [--rows 32] [--steps 40] [--warm-steps 300]
-Prints steps/s of each and ``first_pass_vs_old_pass_speedup`` (old-pass time / new time).
+[--repeats 1]
+Prints steps/s of each and ``first_pass_vs_old_pass_speedup`` (old-pass time / new time; with
+repeats, the median of the pairs' ratios).
 """
 
 from __future__ import annotations

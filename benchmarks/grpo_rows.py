@@ -13,16 +13,21 @@ short warm start on it (``--warm-steps``, no curriculum: enough for answers in f
 rewards differ within groups), then runs the train stage's own GRPO (``train_grpo`` with the
 default's ``train`` section, ``--steps`` steps) twice from the same seed: the old way, then as
 the trainer runs now. The two runs must train the same bits (equal saved weights, which GRPO
-must have changed), else the script exits 1 without a speedup line.
+must have changed), else the script exits 1 without a speedup line. With ``--repeats N`` the
+pair runs N times, in alternating order (old-new, new-old, ...), so that a machine slowing down
+or speeding up during the benchmark, as a shared VM does, does not favour either way.
 
 Run: .venv/bin/python benchmarks/grpo_rows.py [--rows 32] [--steps 40] [--warm-steps 300]
-Prints steps/s of each and ``distinct_vs_every_row_speedup`` (old time / new time).
+[--repeats 1]
+Prints steps/s of each and ``distinct_vs_every_row_speedup`` (old time / new time; with
+repeats, each pair's ratio and their median).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -31,7 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from warm_start_split import build_project  # this folder is on sys.path when run as a script
+from warm_start_split import (  # this folder is on sys.path when run as a script
+    add_repeats,
+    alternating,
+    build_project,
+    checked,
+)
 
 from videorft.model import row_positions
 from videorft.stages import get_stage
@@ -79,7 +89,8 @@ def parse_args(doc: str) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=40, help="GRPO optimiser steps per run")
     parser.add_argument("--warm-steps", type=int, default=300,
                         help="warm-start steps first, so GRPO's rewards are not all zero")
-    return parser.parse_args()
+    add_repeats(parser)
+    return checked(parser)
 
 
 def compare_grpo(args: argparse.Namespace,
@@ -102,21 +113,26 @@ def compare_grpo(args: argparse.Namespace,
             get_stage(stage)(params, root)
         model_dir = root / params.paths.warm_start
         start = (model_dir / "model.safetensors").read_bytes()
-        with context():
-            old_s, old_weights = run(root, params, model_dir, "baseline")
-        new_s, new_weights = run(root, params, model_dir, "candidate")
+        old_times, new_times, weights = [], [], set()
+        for index, way in enumerate(alternating(args.repeats, "old", "new")):
+            with context() if way == "old" else contextlib.nullcontext():
+                seconds, trained = run(root, params, model_dir, f"{way}-{index}")
+            (old_times if way == "old" else new_times).append(seconds)
+            weights.add(trained)
     print(f"threads: {torch.get_num_threads()}, tasks: {' '.join(TASKS)}, rows per task: "
           f"{args.rows}, steps: {args.steps}, G: {params.train.num_generations}, "
-          f"iterations: {params.train.num_iterations}")
-    print(f"{base_name}: {args.steps / old_s:.2f} steps/s; {candidate}: "
-          f"{args.steps / new_s:.2f} steps/s")
-    if old_weights == start:
+          f"iterations: {params.train.num_iterations}, repeats: {args.repeats}")
+    ratios = [old_s / new_s for old_s, new_s in zip(old_times, new_times, strict=True)]
+    for old_s, new_s, ratio in zip(old_times, new_times, ratios, strict=True):
+        print(f"{base_name}: {args.steps / old_s:.2f} steps/s; {candidate}: "
+              f"{args.steps / new_s:.2f} steps/s; ratio {ratio:.2f}")
+    if start in weights:
         print("GRPO left the weights as they were: the runs cannot be compared", file=sys.stderr)
         return 1
-    if old_weights != new_weights:
+    if len(weights) != 1:
         print("the runs trained different weights", file=sys.stderr)
         return 1
-    print(f"{ratio_name}: {old_s / new_s:.2f}")
+    print(f"{ratio_name}: {statistics.median(ratios):.2f}")
     return 0
 
 

@@ -9,8 +9,9 @@ window and per frame) and once as ``load_model_and_processor`` loads models, wit
 every step's loss must be equal, else the script exits 1 without a speedup line.
 
 Run: .venv/bin/python benchmarks/vision_windows.py [--rows 32] [--steps 100] [--batch 16]
-     [--hidden 64 --layers 2]
-Prints steps/s of each and ``batched_vs_looped_speedup`` (looped time / batched time).
+     [--hidden 64 --layers 2] [--repeats 1]
+Prints steps/s of each and ``batched_vs_looped_speedup`` (looped time / batched time; with
+``--repeats``, pairs of runs in alternating order and the median of their ratios).
 """
 
 from __future__ import annotations

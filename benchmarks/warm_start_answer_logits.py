@@ -11,8 +11,9 @@ loss within 1e-4 relative), else the script exits 1 without a speedup line.
 
 Run: .venv/bin/python benchmarks/warm_start_answer_logits.py [--rows 32] [--steps 60]
      [--batch 16] [--hidden 64 --layers 2] [--tasks temporal_grounding grounded_qa mcq]
+     [--repeats 1]
 Prints steps/s of each and ``answer_window_vs_every_position_speedup`` (every-position time /
-answer-window time).
+answer-window time; with ``--repeats``, the median over pairs of runs in alternating order).
 """
 
 from __future__ import annotations

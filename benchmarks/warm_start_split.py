@@ -10,8 +10,9 @@ two must train the same (every step's loss within 1e-4 relative), else the scrip
 without a speedup line.
 
 Run: .venv/bin/python benchmarks/warm_start_split.py [--rows 32] [--steps 40] [--batch 16]
-     [--hidden 128 --layers 4]
-Prints steps/s of each and ``split_vs_whole_speedup`` (whole time / split time).
+     [--hidden 128 --layers 4] [--repeats 1]
+Prints steps/s of each and ``split_vs_whole_speedup`` (whole time / split time; with
+``--repeats``, pairs of runs in alternating order and the median of their ratios).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import argparse
 import contextlib
 import math
 import shutil
+import statistics
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +86,30 @@ def parse_args(doc: str, *, default_steps: int, default_hidden: int = 64,
     parser.add_argument("--layers", type=int, default=default_layers, help="language-model layers")
     if default_tasks is not None:
         parser.add_argument("--tasks", nargs="+", default=list(default_tasks))
-    return parser.parse_args()
+    add_repeats(parser)
+    return checked(parser)
+
+
+def add_repeats(parser: argparse.ArgumentParser) -> None:
+    """``--repeats``: how many pairs of runs a comparison takes (see :func:`alternating`)."""
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="pairs of runs, in alternating order; the ratio is their median")
+
+
+def checked(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def alternating(repeats: int, baseline: Any, candidate: Any) -> Iterator[Any]:
+    """The two ways in the order their runs go: the baseline first in even repeats, the
+    candidate first in odd ones. The first run in a process pays for warm-ups (allocator,
+    kernel caches) and a shared machine speeds up or slows down during a benchmark, so a fixed
+    order would favour one way."""
+    for repeat in range(repeats):
+        yield from (baseline, candidate) if repeat % 2 == 0 else (candidate, baseline)
 
 
 @dataclass(frozen=True)
@@ -104,34 +129,42 @@ def compare_ways(args: argparse.Namespace, tasks: tuple[str, ...], baseline: Way
     with tempfile.TemporaryDirectory(prefix="ws-bench-") as tmp:
         root = Path(tmp)
         model_dir, params = build_project(root, args.rows, args.hidden, args.layers, tasks)
-        runs = []
-        for way in (baseline, candidate):
+        seconds: dict[str, list[float]] = {baseline.name: [], candidate.name: []}
+        losses: list[list[float]] = []
+        for way in alternating(args.repeats, baseline, candidate):
             with way.context():
-                seconds, losses = run_steps(model_dir, params, root, steps=args.steps,
-                                            batch=args.batch, cache=True,
-                                            trainer_class=way.trainer_class)
-            runs.append((way.name, seconds, losses))
+                took, run_losses = run_steps(model_dir, params, root, steps=args.steps,
+                                             batch=args.batch, cache=True,
+                                             trainer_class=way.trainer_class)
+            seconds[way.name].append(took)
+            losses.append(run_losses)
     print(f"threads: {torch.get_num_threads()}, tasks: {' '.join(tasks)}, rows per task: "
           f"{args.rows}, batch: {args.batch}, steps: {args.steps}, model: {args.hidden} wide, "
-          f"{args.layers} layers")
-    return compare_runs(args.steps, runs[0], runs[1], ratio_name, rel_tol)
+          f"{args.layers} layers, repeats: {args.repeats}")
+    return compare_runs(args.steps, (baseline.name, seconds[baseline.name]),
+                        (candidate.name, seconds[candidate.name]), losses, ratio_name, rel_tol)
 
 
-def compare_runs(steps: int, baseline: tuple[str, float, list[float]],
-                 candidate: tuple[str, float, list[float]], ratio_name: str,
-                 rel_tol: float = 1e-4) -> int:
-    """Print each run's steps/s, then ``ratio_name: baseline time / candidate time`` when the
-    two trained the same (every step's loss within ``rel_tol`` relative; 0: equal); the exit
-    status (1: they did not, and no ratio is printed)."""
-    (base_name, base_s, base_losses), (cand_name, cand_s, cand_losses) = baseline, candidate
-    print(f"{base_name}: {steps / base_s:.2f} steps/s; {cand_name}: {steps / cand_s:.2f} steps/s")
-    same = len(base_losses) == len(cand_losses) and all(
-        math.isclose(a, b, rel_tol=rel_tol) for a, b in zip(base_losses, cand_losses, strict=True))
-    if not same:
-        print(f"the runs trained differently: losses {base_losses[-3:]} vs {cand_losses[-3:]}",
-              file=sys.stderr)
-        return 1
-    print(f"{ratio_name}: {base_s / cand_s:.2f}")
+def compare_runs(steps: int, baseline: tuple[str, list[float]],
+                 candidate: tuple[str, list[float]], losses: list[list[float]],
+                 ratio_name: str, rel_tol: float = 1e-4) -> int:
+    """Print each pair's steps/s and time ratio, then ``ratio_name``: the median of the pairs'
+    baseline time / candidate time, when every run trained the same (every step's loss within
+    ``rel_tol`` relative of the first run's; 0: equal); the exit status (1: they did not, and
+    no ratio is printed)."""
+    (base_name, base_times), (cand_name, cand_times) = baseline, candidate
+    ratios = [b / c for b, c in zip(base_times, cand_times, strict=True)]
+    for base_s, cand_s, ratio in zip(base_times, cand_times, ratios, strict=True):
+        print(f"{base_name}: {steps / base_s:.2f} steps/s; {cand_name}: "
+              f"{steps / cand_s:.2f} steps/s; ratio {ratio:.2f}")
+    first = losses[0]
+    for other in losses[1:]:
+        if len(other) != len(first) or not all(
+                math.isclose(a, b, rel_tol=rel_tol) for a, b in zip(first, other, strict=True)):
+            print(f"the runs trained differently: losses {first[-3:]} vs {other[-3:]}",
+                  file=sys.stderr)
+            return 1
+    print(f"{ratio_name}: {statistics.median(ratios):.2f}")
     return 0
 
 

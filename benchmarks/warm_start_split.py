@@ -105,9 +105,9 @@ def checked(parser: argparse.ArgumentParser) -> argparse.Namespace:
 
 def alternating(repeats: int, baseline: Any, candidate: Any) -> Iterator[Any]:
     """The two ways in the order their runs go: the baseline first in even repeats, the
-    candidate first in odd ones. The first run in a process pays for warm-ups (allocator,
-    kernel caches) and a shared machine speeds up or slows down during a benchmark, so a fixed
-    order would favour one way."""
+    candidate first in odd ones. A shared machine speeds up or slows down during a benchmark
+    and the first run in a process may pay for warm-ups, so a fixed order could favour one
+    way."""
     for repeat in range(repeats):
         yield from (baseline, candidate) if repeat % 2 == 0 else (candidate, baseline)
 

@@ -96,9 +96,10 @@ def parse_args(doc: str) -> argparse.Namespace:
 def compare_grpo(args: argparse.Namespace,
                  baseline: tuple[str, Callable[[], AbstractContextManager[Any]]],
                  candidate: str, ratio_name: str) -> int:
-    """Build the project and its warm start, run GRPO inside ``baseline``'s context and then
-    as the trainer runs now, and print both speeds and ``ratio_name`` when the two saved the
-    same weights (and GRPO changed them); the exit status."""
+    """Build the project and its warm start, run GRPO inside ``baseline``'s context and as
+    the trainer runs now (``args.repeats`` pairs, in :func:`alternating` order), and print the
+    speeds and ``ratio_name`` when every run saved the same weights (and GRPO changed them);
+    the exit status."""
     (base_name, context) = baseline
     with tempfile.TemporaryDirectory(prefix="grpo-bench-") as tmp:
         root = Path(tmp)

@@ -97,6 +97,7 @@ def add_repeats(parser: argparse.ArgumentParser) -> None:
 
 
 def checked(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The parsed arguments; a ``--repeats`` below 1 is refused as argparse refuses options."""
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")

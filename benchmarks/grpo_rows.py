@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from warm_start_split import (  # this folder is on sys.path when run as a scrip
     alternating,
     build_project,
     checked,
+    print_pairs,
 )
 
 from videorft.model import row_positions
@@ -123,17 +123,14 @@ def compare_grpo(args: argparse.Namespace,
     print(f"threads: {torch.get_num_threads()}, tasks: {' '.join(TASKS)}, rows per task: "
           f"{args.rows}, steps: {args.steps}, G: {params.train.num_generations}, "
           f"iterations: {params.train.num_iterations}, repeats: {args.repeats}")
-    ratios = [old_s / new_s for old_s, new_s in zip(old_times, new_times, strict=True)]
-    for old_s, new_s, ratio in zip(old_times, new_times, ratios, strict=True):
-        print(f"{base_name}: {args.steps / old_s:.2f} steps/s; {candidate}: "
-              f"{args.steps / new_s:.2f} steps/s; ratio {ratio:.2f}")
+    median = print_pairs(args.steps, (base_name, old_times), (candidate, new_times))
     if start in weights:
         print("GRPO left the weights as they were: the runs cannot be compared", file=sys.stderr)
         return 1
     if len(weights) != 1:
         print("the runs trained different weights", file=sys.stderr)
         return 1
-    print(f"{ratio_name}: {statistics.median(ratios):.2f}")
+    print(f"{ratio_name}: {median:.2f}")
     return 0
 
 

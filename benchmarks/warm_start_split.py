@@ -153,11 +153,7 @@ def compare_runs(steps: int, baseline: tuple[str, list[float]],
     baseline time / candidate time, when every run trained the same (every step's loss within
     ``rel_tol`` relative of the first run's; 0: equal); the exit status (1: they did not, and
     no ratio is printed)."""
-    (base_name, base_times), (cand_name, cand_times) = baseline, candidate
-    ratios = [b / c for b, c in zip(base_times, cand_times, strict=True)]
-    for base_s, cand_s, ratio in zip(base_times, cand_times, ratios, strict=True):
-        print(f"{base_name}: {steps / base_s:.2f} steps/s; {cand_name}: "
-              f"{steps / cand_s:.2f} steps/s; ratio {ratio:.2f}")
+    median = print_pairs(steps, baseline, candidate)
     first = losses[0]
     for other in losses[1:]:
         if len(other) != len(first) or not all(
@@ -165,8 +161,19 @@ def compare_runs(steps: int, baseline: tuple[str, list[float]],
             print(f"the runs trained differently: losses {first[-3:]} vs {other[-3:]}",
                   file=sys.stderr)
             return 1
-    print(f"{ratio_name}: {statistics.median(ratios):.2f}")
+    print(f"{ratio_name}: {median:.2f}")
     return 0
+
+
+def print_pairs(steps: int, baseline: tuple[str, list[float]],
+                candidate: tuple[str, list[float]]) -> float:
+    """Print each pair's steps/s and baseline time / candidate time; their median."""
+    (base_name, base_times), (cand_name, cand_times) = baseline, candidate
+    ratios = [b / c for b, c in zip(base_times, cand_times, strict=True)]
+    for base_s, cand_s, ratio in zip(base_times, cand_times, ratios, strict=True):
+        print(f"{base_name}: {steps / base_s:.2f} steps/s; {cand_name}: "
+              f"{steps / cand_s:.2f} steps/s; ratio {ratio:.2f}")
+    return statistics.median(ratios)
 
 
 if __name__ == "__main__":

@@ -224,6 +224,25 @@ def test_a_live_lock_holder_is_named_after_the_wait(project: Path) -> None:
         holder.wait()
 
 
+def test_stage_progress_bars_refresh_once_a_second_unless_the_user_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every line a stage prints is logged (run.log, Prefect's API), so its tqdm bars refresh
+    once a second in the environment DVC runs it in, not tqdm's ten; the user's own
+    TQDM_MININTERVAL wins."""
+    probe = [sys.executable, "-c",
+             "import io, tqdm; print(tqdm.tqdm(total=1, file=io.StringIO()).mininterval)"]
+
+    def mininterval() -> str:
+        return subprocess.run(probe, env=command._env(), capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    assert mininterval() == "1.0"
+    monkeypatch.setenv("TQDM_MININTERVAL", "5")
+    assert mininterval() == "5.0"
+
+
 def test_a_status_taken_by_the_caller_is_not_taken_again(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

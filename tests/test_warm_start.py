@@ -272,10 +272,12 @@ def _with_warm_start(params: Any, **changes: Any) -> Any:
 
 
 def test_a_curriculum_trains_its_tasks_first_then_every_row(
-    tiny_project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """warm_start.curriculum: the first phase's trainer gets temporal-grounding rows only, for
-    its own steps; the main phase then gets every row; the loss history runs on across both."""
+    its own steps; the main phase then gets every row; the loss history runs on across both,
+    a step each, while the bar prints every PRINT_LOSS_EVERY-th loss and each phase's last."""
     from videorft.trainer import sft
 
     root, params = tiny_project
@@ -287,6 +289,8 @@ def test_a_curriculum_trains_its_tasks_first_then_every_row(
             super().__init__(rows)
 
     monkeypatch.setattr(sft, "RowDataset", RecordingDataset)
+    monkeypatch.setattr(sft, "PRINT_LOSS_EVERY", 2)
+    capsys.readouterr()
     staged = _with_warm_start(params, max_steps=2, per_device_train_batch_size=2,
                               curriculum=[{"tasks": ["temporal_grounding"], "max_steps": 3}])
     summary = warm_start(staged, root, base_model=root / "tiny-model", out_dir=tmp_path / "ws",
@@ -298,6 +302,8 @@ def test_a_curriculum_trains_its_tasks_first_then_every_row(
         (["temporal_grounding"], 3, grounding), (None, 2, len(train))]
     assert summary["steps"] == 5
     assert [entry["step"] for entry in summary["loss_history"]] == [1, 2, 3, 4, 5]
+    printed = [line for line in capsys.readouterr().out.splitlines() if "{'loss': " in line]
+    assert len(printed) == 3, printed  # phase 1: steps 2 and 3 (its last); phase 2: step 2
 
 
 def test_an_empty_train_split_is_refused_naming_the_file(tiny_project, tmp_path) -> None:

@@ -44,11 +44,20 @@ def checkout_lock(root: Path) -> FileLock:
     return FileLock(str(lock_dir(root) / "videorft-dvc.lock"))
 
 
+#: Seconds between two refreshes of a stage's progress bars (tqdm's own default: 0.1). Each
+#: refresh is a line of the stage's output, read here and logged (run.log, Prefect's API):
+#: ten a second cost the default run seconds of CPU on 2 cores, for a view no finer than a
+#: second. The ``TQDM_MININTERVAL`` environment variable, when set, wins.
+PROGRESS_REFRESH_S = "1"
+
+
 def _env() -> dict[str, str]:
-    """The environment DVC runs stage commands in: this interpreter's scripts first on PATH."""
+    """The environment DVC runs stage commands in: this interpreter's scripts first on PATH,
+    progress bars refreshed once a second."""
     env = os.environ.copy()
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("TQDM_MININTERVAL", PROGRESS_REFRESH_S)
     return env
 
 

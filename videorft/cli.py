@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -140,7 +140,7 @@ def run(
         project = _root(root)
         stages_to_force(project, force=force, from_stage=from_stage)  # a bad --from: refuse now
         selected = stages_to_run(project, to_stage)  # a bad --to: refuse now
-        with run_lock(project):
+        with run_lock(project), _importing_prefect_meanwhile():
             params = update_params(project / "params.yaml", preset=preset, overrides=set_ or [])
             # One `dvc status` for the whole run. Nothing changed: answer at once, like `dvc
             # repro`, instead of starting Prefect (a temporary server takes longer than the
@@ -185,6 +185,25 @@ def run(
     _print_results(project, params)
     if run_log is not None:
         print(f"log:       {run_log}  (Prefect and DVC, in full)")
+
+
+@contextmanager
+def _importing_prefect_meanwhile() -> Iterator[None]:
+    """Import the flow (Prefect: about 2 s of CPU) in a thread while the block runs: the run's
+    `dvc status` waits on a subprocess meanwhile, so the second core does the import. A failed
+    import is left for the block's own `from flows.pipeline import pipeline` to raise."""
+    import threading
+
+    def load() -> None:
+        with suppress(Exception):  # the block's own import raises it, with its traceback
+            import flows.pipeline  # noqa: F401
+
+    loader = threading.Thread(target=load, name="import-prefect", daemon=True)
+    loader.start()
+    try:
+        yield
+    finally:
+        loader.join()
 
 
 RUN_LOG = "run.log"

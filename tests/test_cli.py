@@ -234,3 +234,56 @@ def test_a_failed_stage_is_reported_by_its_own_error_line(lines: list[str], reas
     with pytest.raises(stage_runner.StageError) as info:
         stage_runner.repro_stage(root, "train", force=True)
     assert str(info.value) == f"stage 'train' failed: {reason}\n" + "\n".join(lines)
+
+
+EXIT_PROBE = """
+import atexit, sys, threading
+from pathlib import Path
+from videorft import cli
+
+out = Path(sys.argv[1])
+atexit.register(lambda: out.write_text("exit handlers ran"))
+if sys.argv[2] == "busy":  # a non-daemon thread still working: the normal exit waits for it
+    threading.Thread(target=lambda: __import__("time").sleep(0.5)).start()
+print("stage done", flush=False)  # left in the buffer: the exit must flush it
+cli._exit_skipping_teardown()
+print("normal exit")
+"""
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_a_stage_process_exits_without_teardown_but_runs_its_exit_handlers(
+    tmp_path: Path, busy: bool
+) -> None:
+    """`videorft stage` ends its process at once after its summary (a torch process's teardown
+    costs 1-2 s a stage), yet flushes its output and runs the exit handlers; with work still
+    running in a non-daemon thread it exits normally instead."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "marker.txt"
+    done = subprocess.run([sys.executable, "-c", EXIT_PROBE, str(marker),
+                           "busy" if busy else "idle"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "exit handlers ran"
+    expected = ["stage done", "normal exit"] if busy else ["stage done"]
+    assert done.stdout.splitlines() == expected
+
+
+def test_only_the_stage_command_process_itself_exits_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In-process callers (tests, notebooks) are never ended by a stage that succeeds."""
+    from videorft.cli import _started_for_one_stage
+
+    for argv, expected in [
+        (["/venv/bin/videorft", "stage", "evaluate"], True),
+        (["/repo/videorft/__main__.py", "stage", "train"], True),
+        (["/venv/bin/videorft", "run"], False),
+        (["/venv/bin/pytest", "stage"], False),
+        (["/venv/lib/pytest/__main__.py", "stage"], False),
+        ([], False),
+    ]:
+        monkeypatch.setattr("sys.argv", argv)
+        assert _started_for_one_stage() is expected, argv

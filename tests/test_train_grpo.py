@@ -284,6 +284,18 @@ def test_history_is_cut_back_to_the_resumed_step(tmp_path: Path) -> None:
     assert truncate_history(tmp_path, 0) == {} and read_history(tmp_path) == {}
 
 
+def test_a_model_cards_tags_are_sorted_and_the_rest_kept(tmp_path: Path) -> None:
+    from videorft.trainer.video_grpo import sort_card_tags
+
+    card = tmp_path / "README.md"
+    body = "\n# Model Card for checkpoints\n\nTrained with GRPO.\n"
+    card.write_text("---\nlibrary_name: transformers\ntags:\n- trl\n- grpo\n"
+                    "- generated_from_trainer\nlicence: license\n---\n" + body)
+    sort_card_tags(card)
+    assert card.read_text() == ("---\nlibrary_name: transformers\ntags:\n- generated_from_trainer\n"
+                                "- grpo\n- trl\nlicence: license\n---\n" + body)
+
+
 def test_the_reward_curve_is_smoothed_by_a_trailing_mean_of_a_twentieth_of_the_run() -> None:
     # By hand: window 2 averages each value with the one before it; the first stands alone.
     assert trailing_mean([1.0, 3.0, 2.0, 6.0], 2) == [1.0, 2.0, 2.5, 4.0]
@@ -296,6 +308,8 @@ def test_the_reward_curve_is_smoothed_by_a_trailing_mean_of_a_twentieth_of_the_r
 
 
 def test_run_writes_checkpoints_model_and_metrics(reference: Path, tiny_project) -> None:
+    from huggingface_hub import ModelCard
+
     from videorft.model.loading import load_model_and_processor
 
     checkpoints = reference / "models" / "checkpoints"
@@ -313,6 +327,9 @@ def test_run_writes_checkpoints_model_and_metrics(reference: Path, tiny_project)
         assert (trained / part).is_file(), part
     assert not (trained / "training_args.bin").exists()
     assert sorted(p.name for p in trained.parent.iterdir()) == ["checkpoints", "trained"]
+    # TRL's card for the folder lists its tags in sorted order, not a set's (hash-seed) order.
+    tags = ModelCard.load(checkpoints / "README.md").data.tags
+    assert "grpo" in tags and tags == sorted(tags), tags
     load_model_and_processor(trained)
     init, final = state_dict(tiny_project[0] / "tiny-model"), state_dict(trained)
     assert init.keys() == final.keys()

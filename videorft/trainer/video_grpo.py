@@ -52,6 +52,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -233,6 +234,16 @@ def _keep_one_input_grad_hook(model: PreTrainedModel) -> None:
     model.enable_input_require_grads = enable_once
 
 
+def sort_card_tags(card: Path) -> None:
+    """Rewrite the model card ``card`` with its metadata's tags in sorted order."""
+    from huggingface_hub import ModelCard
+
+    loaded = ModelCard.load(card)
+    if loaded.data.tags:
+        loaded.data.tags = sorted(loaded.data.tags)
+        loaded.save(card)
+
+
 class VideoGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose generation and log-prob passes (policy, old, reference) see the video.
 
@@ -289,6 +300,15 @@ class VideoGRPOTrainer(GRPOTrainer):
         for model in (self.model, self.ref_model):
             if model is not None:
                 batch_vision_windows(model)
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """TRL's card for the checkpoints folder, its tags sorted: TRL lists them from a set, so
+        their order changed with Python's hash seed, and with it the checkpoints' DVC hash and
+        the published version's id, from one run to the same run."""
+        super().create_model_card(*args, **kwargs)
+        card = Path(self.args.output_dir) / "README.md"
+        if self.is_world_process_zero() and card.is_file():
+            sort_card_tags(card)
 
     def _enable_compiled_generation(self) -> None:
         """Undo TRL's ``disable_compile``: ``generate`` then compiles the decoding step.

@@ -8,7 +8,7 @@ line and exits, either normally (``normal``: Python frees every module and objec
 ``os._exit``). The time from that line to the process's end is what DVC waits for after every
 stage. The two ways alternate (``--repeats`` pairs, each way first in every other pair).
 
-Run: .venv/bin/python benchmarks/stage_exit.py [--repeats N]
+Run: .venv/bin/python benchmarks/stage_exit.py [--repeats 5]
 Ends with one line: teardown_skip_speedup (median over pairs of normal / skipped exit time).
 """
 
@@ -22,7 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from warm_start_split import alternating  # this folder is on sys.path when run as a script
+from warm_start_split import (  # this folder is on sys.path when run as a script
+    add_repeats,
+    alternating,
+    checked,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DONE = "work done"
@@ -68,8 +72,9 @@ def exit_seconds(way: str, scratch: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="pairs of runs (default 5)")
-    args = parser.parse_args()
+    add_repeats(parser)
+    parser.set_defaults(repeats=5)
+    args = checked(parser)
     times: dict[str, list[float]] = {"normal": [], "skipped": []}
     with tempfile.TemporaryDirectory() as scratch:
         for way in alternating(args.repeats, "normal", "skipped"):

@@ -237,14 +237,14 @@ def test_a_failed_stage_is_reported_by_its_own_error_line(lines: list[str], reas
 
 
 EXIT_PROBE = """
-import atexit, sys, threading
+import atexit, sys, threading, time
 from pathlib import Path
 from videorft import cli
 
 out = Path(sys.argv[1])
 atexit.register(lambda: out.write_text("exit handlers ran"))
 if sys.argv[2] == "busy":  # a non-daemon thread still working: the normal exit waits for it
-    threading.Thread(target=lambda: __import__("time").sleep(0.5)).start()
+    threading.Thread(target=time.sleep, args=(0.5,)).start()
 print("stage done", flush=False)  # left in the buffer: the exit must flush it
 cli._exit_skipping_teardown()
 print("normal exit")

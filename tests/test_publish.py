@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -180,6 +181,11 @@ def build(root: Path, params, out: Path | None = None, *, gate=None) -> dict[str
     )
 
 
+def _tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 # --------------------------------------------------------------------------------------- gate
 
 
@@ -312,7 +318,7 @@ def test_package_has_checked_files_card_and_lineage(tmp_path: Path) -> None:
     assert lineage["dvc"]["checkpoints"]["stage"] == "train"
     assert lineage["dvc"]["base_model"] is None  # not in this dvc.lock
     assert lineage["videorft"] and lineage["versions"]["python"]
-    assert "timestamp" not in lineage and manifest["created"]  # kept out of the version
+    assert set(manifest) == {"name", "version", "files"}  # no build time: same inputs, same bytes
     assert json.loads((package / "metrics.json").read_text()) == make_metrics()
 
 
@@ -324,14 +330,17 @@ def test_lineage_outside_git_is_null_and_never_holds_the_environment(
     lineage = collect_lineage(tmp_path, params)
     assert lineage["git"] == {"commit": None, "dirty": None}
     assert HF_SECRET not in json.dumps(lineage)
-    assert lineage["timestamp"].endswith("+00:00")
 
 
-def test_identical_inputs_give_the_identical_version(tmp_path: Path) -> None:
+def test_identical_inputs_give_the_identical_version_and_bytes(tmp_path: Path) -> None:
+    """The package folder is a DVC output: two builds from the same inputs, a second apart,
+    are the same files byte for byte (no build time anywhere), so DVC gives them one hash."""
     params = make_project(tmp_path)
     first = build(tmp_path, params, tmp_path / "a")
-    second = build(tmp_path, params, tmp_path / "b")  # a later build: another timestamp
+    time.sleep(1.1)  # a later build: any clock reading in a file would differ
+    second = build(tmp_path, params, tmp_path / "b")
     assert first["version"] == second["version"] and first["files"] == second["files"]
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
     again = build(tmp_path, params, tmp_path / "a")  # rebuilt in place: replaced whole
     assert again["version"] == first["version"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers

@@ -3,7 +3,9 @@
 The DVC hashes are read from ``dvc.lock`` (what ``dvc repro`` recorded for each stage's outs),
 so a published model names the exact dataset, frames, checkpoints and weights it was built
 from; ``dvc checkout`` of that commit brings them back. Nothing from the environment goes in:
-environment variables hold credentials.
+environment variables hold credentials. Nor does the time of the build: the package is a DVC
+output, and the same inputs must give the same bytes (when it was published is the
+destination's record, e.g. the hub commit or the object's modification time).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import importlib.metadata
 import logging
 import platform
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -115,7 +116,6 @@ def collect_lineage(root: Path, params: Params) -> dict[str, Any]:
         "base_model": base_model,
         "videorft": videorft.__version__,
         "versions": package_versions(),
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -11,9 +11,9 @@ Layout (``paths.package``)::
     manifest.json           written last: name, version, sha256 + size of every other file
 
 ``version`` is the first 12 hex digits of a SHA-256 over the sorted (path, sha256) pairs of all
-other files: the same content always gets the same version, so re-publishing is a no-op. The
-build time is therefore kept out of the versioned files (it is ``manifest.json``'s
-``created``, which identity comparisons ignore). Pickles (``*.bin`` such as training_args.bin,
+other files: the same content always gets the same version, so re-publishing is a no-op. No
+file holds the build time, the manifest included: the package folder is a DVC output, and the
+same inputs give the same bytes, so the same DVC hash. Pickles (``*.bin`` such as training_args.bin,
 ``*.pt``) and hidden files are never packaged: loading a pickle runs code.
 """
 
@@ -69,7 +69,9 @@ def compute_version(files: dict[str, dict[str, Any]]) -> str:
 
 
 def same_package(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    """Whether two manifests describe the same package (the build time ``created`` aside)."""
+    """Whether two manifests describe the same package: the same name, version and files
+    (anything else a manifest holds, such as the build time older packages recorded, does not
+    count)."""
     if not a or not b:
         return False
     return all(a.get(key) == b.get(key) for key in ("name", "version", "files"))
@@ -293,8 +295,6 @@ def build_package(
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     files = _model_files(model_dir)
-    lineage = dict(lineage)
-    created = lineage.pop("timestamp", None)  # kept out of the versioned files, see above
     gate_markdown = format_gate_report(gate_report) if gate_report is not None else (
         "## Publish gate\n\nNot checked.\n")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -312,8 +312,7 @@ def build_package(
             p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
             for p in sorted(tmp.rglob("*")) if p.is_file()
         }
-        manifest = {"name": name, "version": compute_version(entries), "files": entries,
-                    "created": created}
+        manifest = {"name": name, "version": compute_version(entries), "files": entries}
         atomic_write_json(tmp / MANIFEST, manifest)  # last: a manifest means complete
         for generated in GENERATED:
             readable(tmp / generated)

@@ -568,17 +568,21 @@ def test_resume_loads_weights_saved_in_the_checkpoint_key_format(tiny_project,
 
 def test_identical_runs_give_identical_bytes(tiny_project, reference, tmp_path: Path) -> None:
     """Same inputs, same bytes: a second uninterrupted run of the same recipe writes a final
-    model folder and checkpoints identical to the reference's, file by file (what DVC hashes
-    and publish versions); the run times live only in reports/train/run.json."""
+    model folder, checkpoints and metric history identical to the reference's, file by file
+    (what DVC hashes and publish versions); the run times live only in
+    reports/train/run.json, which DVC does not track."""
     import hashlib
 
-    def digests(folder: Path) -> dict[str, str]:
-        return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(folder.rglob("*")) if p.is_file()}
+    def digests(out: Path) -> dict[str, str]:
+        files = [out] if out.is_file() else sorted(p for p in out.rglob("*") if p.is_file())
+        assert files, out
+        return {p.relative_to(out.parent).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in files}
 
     make_project(tiny_project, tmp_path)
     train_project(tmp_path, tiny_project[0] / "tiny-model")
-    for rel in ("models/trained", "models/checkpoints"):
+    for rel in ("models/trained", "models/checkpoints", "reports/train/plots",
+                "reports/train/metrics.json", "reports/train/reward_curve.png"):
         ours, theirs = digests(tmp_path / rel), digests(reference / rel)
         assert ours.keys() == theirs.keys(), rel
         differ = sorted(name for name in ours if ours[name] != theirs[name])

@@ -21,6 +21,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from videorft.io import read_json
+from videorft.trainer.metrics import is_timing
 
 log = logging.getLogger(__name__)
 
@@ -94,21 +95,17 @@ def checkpoint_weight_files(folder: Path) -> list[Path]:
     return []
 
 
-def _is_timing(key: str) -> bool:
-    return "runtime" in key or "per_second" in key or key == "step_time"
-
-
 class StableCheckpoints(TrainerCallback):
     """Checkpoints whose bytes depend on the inputs alone (the folder is a DVC output, and the
     same inputs must give the same hashes): no times in the trainer state they save (callbacks
-    get their own copy of the logs, so DVCLive and ``run.json`` still have them), and no
+    get their own copy of the logs, so ``run.json`` and the console still have them), and no
     ``training_args.bin`` (a pickle holding this machine's absolute paths; resuming does not
     read it)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.log_history:
             entry = state.log_history[-1]
-            for key in [k for k in entry if _is_timing(k)]:
+            for key in [k for k in entry if is_timing(k)]:
                 del entry[key]
 
     def on_save(self, args, state, control, **kwargs):

@@ -3,10 +3,13 @@ and the reward curve drawn from it.
 
 TRL 1.16 logs, per logging step: ``reward``, ``reward_std``, ``rewards/<func>/mean|std``,
 ``frac_reward_zero_std``, ``kl`` (beta > 0), ``entropy``, ``clip_ratio/*``,
-``completions/*_length``, ``num_tokens``; the Trainer adds ``loss``, ``grad_norm``,
-``learning_rate``, ``epoch``; the reward tap (:mod:`videorft.trainer.reward_tap`) adds
-``rewards_per_task/<task>/mean``. DVCLive writes the history (``metrics.json``,
-``plots/metrics/**/*.tsv``) from :class:`MetricsCallback`; on resume the history is first cut
+``completions/*_length``, ``num_tokens``, ``step_time``; the Trainer adds ``loss``,
+``grad_norm``, ``learning_rate``, ``epoch``; the reward tap
+(:mod:`videorft.trainer.reward_tap`) adds ``rewards_per_task/<task>/mean``. DVCLive writes the
+history (``metrics.json``, ``plots/metrics/**/*.tsv``) from :class:`MetricsCallback`, all but
+the values that measure time (:func:`is_timing`): those files are DVC outputs, and the same
+inputs must give the same bytes (the run's times go to ``run.json``, which DVC does not track,
+and to the console). On resume the history is first cut
 back to the checkpoint's step, so the steps a killed run logged after its last checkpoint are
 not kept twice. ``reward_curve.png`` is drawn from that history at the end.
 """
@@ -26,6 +29,12 @@ from videorft.trainer.reward_tap import TASK_REWARD_PREFIX
 log = logging.getLogger(__name__)
 
 REWARD_CURVE = "reward_curve.png"
+
+
+def is_timing(key: str) -> bool:
+    """Whether a logged value measures time (``step_time``, ``train_runtime``,
+    ``train_samples_per_second``, ...), not training: it differs between any two runs."""
+    return "runtime" in key or "per_second" in key or key == "step_time"
 
 
 def _metrics_root(metrics_dir: Path) -> Path:
@@ -218,7 +227,7 @@ class MetricsCallback(TrainerCallback):
             return
         self.live.step = state.global_step
         for name, value in logs.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if isinstance(value, bool) or not isinstance(value, int | float) or is_timing(name):
                 continue
             self.live.log_metric(name, value)
         self.live.make_summary()

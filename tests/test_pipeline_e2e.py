@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import TEST_PRESET
 from videorft.errors import VideoRFTError
@@ -199,10 +200,27 @@ def test_run_through_prefect_then_nothing_to_redo(
     assert ran == (["train", "evaluate", "publish"] if changed else ["train", "publish"]), ran
 
 
-def test_dvc_repro_alone_then_up_to_date(project: Path, tmp_path: Path) -> None:
+def _out_hashes(proj: Path) -> dict[str, str]:
+    """Every stage's outputs in ``dvc.lock``: path -> DVC hash."""
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values()
+            for out in stage.get("outs", [])}
+
+
+def test_dvc_repro_alone_matches_a_twin_then_up_to_date(project: Path, tmp_path: Path) -> None:
+    """Plain ``dvc repro`` runs the DAG; a twin project elsewhere, run on its own, ends with
+    the same hash for every output (same inputs, same bytes: no times, run facts or absolute
+    paths in what DVC tracks, models and package included); a second repro does nothing."""
+    twin_tmp = tmp_path / "twin"
+    shutil.copytree(project, twin_tmp / "proj", symlinks=True)
     first = _dvc(project, tmp_path, "repro")
     assert first.returncode == 0, first.stdout + first.stderr
     assert (project / "data/dataset/train.jsonl").stat().st_size > 0
+    twin = _dvc(twin_tmp / "proj", twin_tmp, "repro")
+    assert twin.returncode == 0, twin.stdout + twin.stderr
+    ours, theirs = _out_hashes(project), _out_hashes(twin_tmp / "proj")
+    assert len(ours) >= N_STAGES and ours.keys() == theirs.keys()
+    assert [path for path in ours if ours[path] != theirs[path]] == []
     second = _dvc(project, tmp_path, "repro")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "didn't change, skipping" in second.stdout

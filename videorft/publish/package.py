@@ -13,8 +13,8 @@ Layout (``paths.package``)::
 ``version`` is the first 12 hex digits of a SHA-256 over the sorted (path, sha256) pairs of all
 other files: the same content always gets the same version, so re-publishing is a no-op. No
 file holds the build time, the manifest included: the package folder is a DVC output, and the
-same inputs give the same bytes, so the same DVC hash. Pickles (``*.bin`` such as training_args.bin,
-``*.pt``) and hidden files are never packaged: loading a pickle runs code.
+same inputs give the same bytes, so the same DVC hash. Pickles (``*.bin`` such as
+training_args.bin, ``*.pt``) and hidden files are never packaged: loading a pickle runs code.
 """
 
 from __future__ import annotations

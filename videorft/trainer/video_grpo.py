@@ -64,6 +64,7 @@ from trl.data_utils import is_conversational
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
+from videorft.io import atomic_write_text
 from videorft.model.inputs import process_videos
 from videorft.model.row_positions import RowPositions, find_rope_index
 from videorft.model.vision_attention import batch_vision_windows
@@ -235,13 +236,13 @@ def _keep_one_input_grad_hook(model: PreTrainedModel) -> None:
 
 
 def sort_card_tags(card: Path) -> None:
-    """Rewrite the model card ``card`` with its metadata's tags in sorted order."""
+    """Rewrite the model card ``card`` (atomically) with its metadata's tags in sorted order."""
     from huggingface_hub import ModelCard
 
     loaded = ModelCard.load(card)
     if loaded.data.tags:
         loaded.data.tags = sorted(loaded.data.tags)
-        loaded.save(card)
+        atomic_write_text(card, str(loaded))
 
 
 class VideoGRPOTrainer(GRPOTrainer):
